@@ -1,0 +1,191 @@
+"""Shared fixtures: a raw wsproto peer over socketpair(), a loopback server, and leak checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Event
+
+import threadws
+from threadws.connection import Settings
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll *predicate* until it returns something truthy; fail the test at *timeout*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        threading.Event().wait(interval)  # a bounded poll step, not a stand-in for a condition
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Every thread the library starts must end: the count returns to where it was."""
+    before = {t for t in threading.enumerate()}
+    yield
+    def settled() -> bool:
+        extra = [t for t in threading.enumerate() if t not in before and t.name.startswith("threadws")]
+        return not extra
+    try:
+        wait_until(settled, timeout=15)
+    except AssertionError:
+        extra = [t.name for t in threading.enumerate() if t not in before]
+        raise AssertionError(f"threads left running: {extra}") from None
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bool = True, rsv: int = 0) -> bytes:
+    """Build one raw frame, for feeding threadws bytes a well-behaved peer would never send."""
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + mask_payload(payload, key)
+
+
+def mask_payload(payload: bytes, key: bytes) -> bytes:
+    """XOR *payload* with the 4-byte *key* (RFC 6455 section 5.3), fast for big payloads."""
+    full = (key * (len(payload) // 4 + 1))[: len(payload)]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(full, "big")).to_bytes(len(payload), "big")
+
+
+class Peer:
+    """The other end of a socketpair, speaking WebSocket through wsproto directly."""
+
+    def __init__(self, sock: socket.socket, client: bool) -> None:
+        self.sock = sock
+        self.client = client
+        self.ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        self.events: deque[Event] = deque()
+        self.eof = False
+
+    def send(self, event: Event) -> None:
+        self.sock.sendall(self.ws.send(event))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def frame(self, opcode: int, payload: bytes = b"", **kwargs: Any) -> bytes:
+        """A raw frame masked as this peer's role requires (unless mask= says otherwise)."""
+        kwargs.setdefault("mask", self.client)
+        return frame(opcode, payload, **kwargs)
+
+    def next_event(self, timeout: float = 5.0) -> Event | None:
+        """The next event from threadws; None at EOF. Raises TimeoutError if nothing comes."""
+        deadline = time.monotonic() + timeout
+        while not self.events:
+            if self.eof:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no event from threadws")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(1 << 16)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.eof = True
+                continue
+            if self.ws.state is ConnectionState.CLOSED:
+                continue  # bytes after the close frame: the test may inspect raw data instead
+            self.ws.receive_data(data)
+            self.events.extend(self.ws.events())
+        return self.events.popleft()
+
+    def expect_close(self, timeout: float = 5.0) -> CloseConnection:
+        while True:
+            event = self.next_event(timeout)
+            assert event is not None, "EOF before a close frame"
+            if isinstance(event, CloseConnection):
+                return event
+
+    def wait_eof(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            if self.events:
+                self.events.popleft()
+                continue
+            self.next_event(max(0.0, deadline - time.monotonic()))
+
+
+ROLES = ["server", "client"]
+
+
+@pytest.fixture
+def pair() -> Iterator[Callable[..., tuple[threadws.Conn, Peer]]]:
+    """Make (conn, peer) over a socketpair; conn plays the given role."""
+    made: list[tuple[threadws.Conn, Peer]] = []
+
+    def make(role: str, **settings: Any) -> tuple[threadws.Conn, Peer]:
+        settings.setdefault("ping_interval", None)
+        settings.setdefault("close_timeout", 2.0)
+        a, b = socket.socketpair()
+        conn = threadws.Conn(a, client=role == "client", settings=Settings(**settings))
+        peer = Peer(b, client=role != "client")
+        made.append((conn, peer))
+        return conn, peer
+
+    yield make
+    for conn, peer in made:
+        conn.abort()
+        peer.sock.close()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[threadws.Server]:
+    """A loopback echo server on a free port."""
+    server = start_server(echo)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def echo(conn: threadws.Conn) -> None:
+    for message in conn:
+        conn.send(message)
+
+
+def start_server(handler: Callable[[threadws.Conn], Any], **kwargs: Any) -> threadws.Server:
+    kwargs.setdefault("upgrader", threadws.Upgrader(ping_interval=None, close_timeout=2.0))
+    server = threadws.serve(handler, "127.0.0.1", 0, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, name="threadws-test-serve", daemon=True)
+    thread.start()
+    server._test_thread = thread  # type: ignore[attr-defined]
+    return server
+
+
+def stop_server(server: threadws.Server) -> None:
+    server.shutdown(timeout=5)
+    server._test_thread.join(5)  # type: ignore[attr-defined]
+    assert not server._test_thread.is_alive()  # type: ignore[attr-defined]
+
+
+def url_of(server: threadws.Server, path: str = "/") -> str:
+    host, port = server.server_address
+    return f"ws://{host}:{port}{path}"

@@ -1,0 +1,44 @@
+"""threadws: WebSockets for threaded Python, the way gorilla/websocket does them in Go.
+
+A server upgrades an HTTP request (:class:`Upgrader`, or :func:`serve` for a
+ready-made threaded server); a client calls :func:`dial`. Both give a
+:class:`Conn`.
+
+Concurrency contract: each connection runs one reader thread and one writer
+thread of its own, so any number of application threads may write at once
+(messages never interleave) and read at once (each message goes to one reader);
+``close``, ``abort`` and ``write_control`` are safe from anywhere. Pings and the
+closing handshake are answered by the reader thread without the application's
+help, and every blocking call takes a timeout.
+"""
+
+from .client import dial
+from .connection import Conn
+from .enums import CloseCode, MessageType
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HandshakeError,
+    is_close_error,
+    is_unexpected_close_error,
+)
+from .server import Server, Upgrader, serve
+
+__all__ = [
+    "CloseCode",
+    "Conn",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "HandshakeError",
+    "MessageType",
+    "Server",
+    "Upgrader",
+    "dial",
+    "is_close_error",
+    "is_unexpected_close_error",
+    "serve",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,954 @@
+"""A WebSocket connection: :class:`Conn`, with one reader and one writer thread.
+
+Theory of operation
+-------------------
+Every connection owns three things: a socket, a wsproto ``Connection`` and two
+threads.
+
+* The **reader** is the only code that calls ``recv``. It feeds wsproto,
+  reassembles messages and puts them on the inbound queue; it answers pings and
+  the closing handshake itself (through the handlers), without waiting for the
+  application. When the inbound queue is full it stops reading, so TCP pushes
+  back on the peer.
+* The **writer** is the only code that sends. It drains everything queued into
+  as few ``sendmsg`` calls as it can; control frames (ping, pong, a failing
+  close) jump ahead of queued data. It also keeps the connection's clocks:
+  keepalive pings, the ping timeout, the read deadline and the closing
+  handshake's timeout all fire from its queue wait.
+* ``self._lock`` owns the wsproto object. It is held only for in-memory work:
+  producing a frame *and* putting it on the writer's (unbounded, non-blocking)
+  queue, so the wire order is the order wsproto saw. It is never held across
+  ``recv``, ``sendmsg``, a wait for queue room or a join.
+
+Deadlines are socket timeouts. A socket has one timeout for both directions, so
+the writer alone owns it (``settimeout``); the reader treats a timeout from
+``recv`` as "the writer set one" and waits for input with ``poll`` instead.
+
+The connection ends in exactly one place, :meth:`Conn._finish`, run by the
+reader when it stops: it wakes and joins the writer, closes the socket, builds
+the one :class:`ConnectionClosed` that every later call raises, and wakes every
+waiter. Anything that wants the connection gone calls :meth:`Conn._shutdown`,
+which shuts the socket down (waking a blocked ``recv`` or ``sendmsg``) and
+wakes the writer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Union
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError
+
+from ._budget import Budget
+from .enums import CloseCode, MessageType, check_close_code
+from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
+
+__all__ = ["Conn", "Settings"]
+
+logger = logging.getLogger("threadws")
+
+Data = Union[str, bytes]
+Address = Any
+
+_monotonic = time.monotonic
+_ids = itertools.count(1)
+
+#: recv_into buffer: big enough that a 1 MiB message takes few calls.
+_RECV_SIZE = 256 * 1024
+#: Linux's IOV_MAX: the most buffers one sendmsg takes.
+_IOV_MAX = 1024
+#: A message count bound next to the byte bounds, so tiny messages can't pile up.
+_MAX_QUEUED_MESSAGES = 4096
+
+# Writer queue items besides data frames (which are plain ``bytes``).
+_WAKE = object()  # recompute the timers
+_STOP = object()  # the socket is shut down: stop
+# Inbound queue item meaning "the connection has ended".
+_ENDED = object()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-connection limits and timers (see :func:`threadws.dial` for each one's meaning)."""
+
+    read_limit: int = 1 << 20
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    close_timeout: float = 10.0
+    max_read_queue: int = 4 << 20
+    max_write_queue: int = 4 << 20
+
+    def __post_init__(self) -> None:
+        if self.read_limit <= 0:
+            raise ValueError("read_limit must be positive")
+        for name in ("ping_interval", "ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None")
+        if self.close_timeout < 0:
+            raise ValueError("close_timeout must be >= 0")
+        if self.max_read_queue <= 0 or self.max_write_queue <= 0:
+            raise ValueError("queue bounds must be positive")
+
+
+class _CloseFrame:
+    """A close frame on its way to the writer, with what it says."""
+
+    __slots__ = ("close", "data", "done", "fail")
+
+    def __init__(self, data: bytes, close: Close, fail: bool, done: threading.Event | None) -> None:
+        self.data = data
+        self.close = close
+        self.fail = fail  # failing the connection: drop queued data, then shut down
+        self.done = done
+
+
+class _ControlFrame:
+    __slots__ = ("data", "done", "is_ping")
+
+    def __init__(self, data: bytes, is_ping: bool, done: threading.Event | None) -> None:
+        self.data = data
+        self.is_ping = is_ping
+        self.done = done
+
+
+def _default_pong_handler(payload: bytes) -> None:
+    pass
+
+
+class Conn:
+    """A WebSocket connection, the same class for the server and the client side.
+
+    You get one from :meth:`threadws.Upgrader.upgrade`, :func:`threadws.serve`'s
+    handler or :func:`threadws.dial`; you rarely build one yourself (the
+    constructor takes a socket whose opening handshake is already done).
+
+    Concurrency: any number of threads may call the write methods at once
+    (messages never interleave); reads may come from any thread, each message
+    going to exactly one reader. :meth:`close`, :meth:`abort` and
+    :meth:`write_control` are safe from anywhere, handlers included. Ping, pong
+    and close handlers run on the connection's reader thread.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        client: bool,
+        settings: Settings | None = None,
+        trailing_data: bytes = b"",
+        subprotocol: str | None = None,
+        path: str = "/",
+        request_headers: Any = None,
+        response_headers: Any = None,
+    ) -> None:
+        settings = settings or Settings()
+        self._sock = sock
+        self._client = client
+        self._ssl = isinstance(sock, ssl.SSLSocket)
+        self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        self._lock = threading.Lock()
+        self.subprotocol: str | None = subprotocol
+        """The subprotocol agreed in the handshake, or None."""
+        self.path = path
+        """The request target of the handshake (``"/chat?room=1"``)."""
+        self.request_headers = request_headers
+        """The handshake request's headers (an :class:`http.client.HTTPMessage` or similar)."""
+        self.response_headers = response_headers
+        """The handshake response's headers."""
+        self.local_address: Address = _address(sock.getsockname)
+        self.remote_address: Address = _address(sock.getpeername)
+        role = "client" if client else "server"
+        self.name = f"threadws-{role}-{next(_ids)}"
+
+        self._read_limit = settings.read_limit
+        self._ping_interval = settings.ping_interval
+        self._ping_timeout = settings.ping_timeout
+        self._close_timeout = settings.close_timeout
+
+        # Inbound: reader -> application.
+        self._inq: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._in_budget = Budget(settings.max_read_queue, _MAX_QUEUED_MESSAGES)
+        self._parts: list[Any] = []
+        self._msg_size = 0
+        # Outbound: application -> writer. Data frames on _wq, control frames on _ctrl.
+        self._wq: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ctrl: deque[_ControlFrame | _CloseFrame] = deque()
+        self._out_budget = Budget(settings.max_write_queue, _MAX_QUEUED_MESSAGES)
+
+        self._ping_handler: Callable[[bytes], None] = self._default_ping_handler
+        self._pong_handler: Callable[[bytes], None] = _default_pong_handler
+        self._close_handler: Callable[[int, str], None] = self._default_close_handler
+
+        # Clocks, all time.monotonic() values. Written by one thread, read by the
+        # writer; plain attribute stores are atomic under the GIL.
+        now = _monotonic()
+        self._last_recv = now
+        self._last_progress = now
+        self._ping_sent: float | None = None
+        self._read_deadline: float | None = None
+        self._write_deadline: float | None = None
+        self._close_deadline: float | None = None
+        self._next_timer: float | None = None
+        self._sock_timeout: float | None = sock.gettimeout()
+        self._reader_paused = False
+
+        # How it ended. First cause wins (see _note).
+        self._rcvd: Close | None = None
+        self._sent: Close | None = None
+        self._rcvd_then_sent: bool | None = None
+        self._detail = ""
+        self._cause: BaseException | None = None
+        self._discarding = False  # the reader ignores input after a close or a failure
+        self._shut = False
+        self._closed_exc: ConnectionClosed | None = None
+        self._ended = threading.Event()
+        self._on_end: list[Callable[[Conn], None]] = []
+
+        self._trailing = trailing_data
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.name}-writer", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ended.is_set() else "open"
+        return f"<Conn {self.name} {state} remote={self.remote_address!r}>"
+
+    # --- reading ------------------------------------------------------
+
+    def read_message(self, timeout: float | None = None) -> tuple[MessageType, Data]:
+        """Wait for the next whole message and return ``(message_type, data)``.
+
+        Text arrives as a ``str`` (already validated as UTF-8), binary as ``bytes``.
+
+        Args:
+            timeout: seconds to wait; None waits until a message or the end.
+
+        Raises:
+            TimeoutError: nothing arrived within *timeout*; the connection is
+                still usable.
+            ConnectionClosed: the connection has ended and every message that
+                arrived before the end has been read.
+        """
+        try:
+            item = self._inq.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no message within {timeout} s") from None
+        if item is _ENDED:
+            self._inq.put(_ENDED)  # for the next reader: the end is sticky
+            raise self._final_exception()
+        message_type, data, size = item
+        self._in_budget.release(size)
+        return message_type, data
+
+    def recv(self, timeout: float | None = None) -> Data:
+        """Like :meth:`read_message` but return only the data: ``str`` for text, ``bytes`` for binary."""
+        return self.read_message(timeout)[1]
+
+    def __iter__(self) -> Iterator[Data]:
+        """Yield each message's data until the connection closes normally.
+
+        The loop ends quietly on :class:`ConnectionClosedOK`; any other ending
+        raises :class:`ConnectionClosedError`.
+        """
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedOK:
+                return
+
+    def set_read_limit(self, limit: int) -> None:
+        """Refuse messages longer than *limit* bytes: the connection closes with 1009.
+
+        The default is 1 MiB. A message is never truncated; the limit counts the
+        whole message, across fragments.
+        """
+        if limit <= 0:
+            raise ValueError("read limit must be positive")
+        self._read_limit = limit
+
+    def set_read_deadline(self, deadline: float | None) -> None:
+        """Fail the connection if it is still open at *deadline* (a ``time.monotonic()`` value).
+
+        As in gorilla, a passed read deadline is fatal: the connection is torn
+        down and every blocked call raises ConnectionClosed saying "read deadline
+        exceeded". Extend it as the peer shows signs of life, typically from the
+        pong handler. None removes it. To stop *waiting* without harming the
+        connection, use ``read_message(timeout=...)`` instead.
+        """
+        self._read_deadline = deadline
+        nxt = self._next_timer
+        if deadline is not None and (nxt is None or deadline < nxt):
+            self._wq.put(_WAKE)  # the writer keeps the clocks: make it look again
+
+    # --- writing ------------------------------------------------------
+
+    def write_message(self, message_type: MessageType, data: Data, timeout: float | None = None) -> None:
+        """Queue one message for sending.
+
+        Args:
+            message_type: :attr:`MessageType.TEXT` (``str``, or UTF-8 ``bytes``)
+                or :attr:`MessageType.BINARY` (bytes-like).
+            data: the payload.
+            timeout: how long to wait for room when the send queue is full
+                (``max_write_queue`` bytes); None waits as long as it takes.
+
+        Returns once the message is queued; the writer thread sends it in order.
+
+        Raises:
+            TimeoutError: the queue stayed full for *timeout*; nothing was
+                queued and the connection is still usable.
+            ConnectionClosed: the connection is closing or has ended.
+            TypeError, ValueError: wrong type for *message_type*, invalid UTF-8.
+        """
+        event: TextMessage | BytesMessage
+        if message_type == MessageType.TEXT:
+            if not isinstance(data, str):
+                try:
+                    data = bytes(data).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError("text message data is not valid UTF-8") from None
+            event = TextMessage(data=data)
+        elif message_type == MessageType.BINARY:
+            if isinstance(data, str):
+                raise TypeError("binary message data must be bytes-like, not str")
+            event = BytesMessage(data=data)
+        else:
+            raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
+        if self._shut:
+            raise self._closing_exception()
+        if not self._out_budget.wait_room(timeout):
+            raise TimeoutError(f"send queue still full after {timeout} s")
+        with self._lock:
+            if self._shut:
+                raise self._closing_exception()
+            try:
+                frame = self._ws.send(event)
+            except LocalProtocolError:
+                raise self._closing_exception() from None
+            self._out_budget.add(len(frame))
+            self._wq.put(frame)
+
+    def send(self, data: Data, timeout: float | None = None) -> None:
+        """Send a ``str`` as a text message or bytes-like data as a binary one.
+
+        See :meth:`write_message` for *timeout* and what it raises.
+        """
+        self.write_message(MessageType.TEXT if isinstance(data, str) else MessageType.BINARY, data, timeout)
+
+    def write_control(self, message_type: MessageType, data: bytes = b"", deadline: float | None = None) -> None:
+        """Send a control frame (RFC 6455 section 5.5); safe from any thread.
+
+        PING and PONG jump ahead of queued messages. CLOSE takes a close
+        payload (a 2-byte big-endian code then a UTF-8 reason, or empty) and is
+        sent after the messages already queued, like :meth:`close` but without
+        waiting for the peer.
+
+        Args:
+            message_type: PING, PONG or CLOSE.
+            data: at most 125 bytes.
+            deadline: a ``time.monotonic()`` value: wait until the frame has
+                been handed to the operating system, and raise TimeoutError if
+                that has not happened by then (the frame stays queued). None
+                returns at once.
+
+        Raises:
+            ConnectionClosed: the connection is closing or has ended.
+            ValueError: payload over 125 bytes, a bad close payload, a data type.
+        """
+        data = bytes(data)
+        if len(data) > 125:
+            raise ValueError("control frame payload must be at most 125 bytes")
+        done = threading.Event() if deadline is not None else None
+        if message_type == MessageType.CLOSE:
+            if len(data) == 1:
+                raise ValueError("close payload must be empty or a 2-byte code and a reason")
+            code = int.from_bytes(data[:2], "big") if data else CloseCode.NO_STATUS_RCVD
+            if data:
+                check_close_code(code)
+            try:
+                reason = data[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("close reason is not valid UTF-8") from None
+            if not self._queue_close(code, reason, fail=False, done=done):
+                raise self._closing_exception()
+        elif message_type in (MessageType.PING, MessageType.PONG):
+            self._queue_control(Ping(payload=data) if message_type == MessageType.PING else Pong(payload=data), done)
+        else:
+            raise ValueError(f"write_control takes CLOSE, PING or PONG, not {message_type!r}")
+        if done is not None and deadline is not None:
+            if not done.wait(max(0.0, deadline - _monotonic())):
+                if self._shut:
+                    raise self._closing_exception()
+                raise TimeoutError("control frame not sent before the deadline")
+
+    def set_write_deadline(self, deadline: float | None) -> None:
+        """Abort the connection if a send is still stuck at *deadline* (a ``time.monotonic()`` value).
+
+        Applies to every write until changed; None removes it. A write that
+        times out part-way leaves the stream corrupt, so the connection is torn
+        down and every waiter wakes with ConnectionClosed ("write deadline
+        exceeded"). To bound only the wait for queue room, use
+        ``write_message(timeout=...)``.
+        """
+        self._write_deadline = deadline
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of frames queued for the writer and not yet sent."""
+        return self._out_budget.bytes
+
+    # --- handlers ---------------------------------------------------------
+
+    def set_ping_handler(self, handler: Callable[[bytes], None] | None) -> None:
+        """Call ``handler(payload)`` on the reader thread for each ping received.
+
+        The default answers with a pong carrying the same payload; a custom
+        handler must do that itself (``conn.write_control(MessageType.PONG, payload)``)
+        if it wants one sent. None restores the default.
+        """
+        self._ping_handler = handler or self._default_ping_handler
+
+    def set_pong_handler(self, handler: Callable[[bytes], None] | None) -> None:
+        """Call ``handler(payload)`` on the reader thread for each pong received (default: nothing)."""
+        self._pong_handler = handler or _default_pong_handler
+
+    def set_close_handler(self, handler: Callable[[int, str], None] | None) -> None:
+        """Call ``handler(code, reason)`` on the reader thread when the peer's close frame arrives.
+
+        The default echoes the code back (completing the closing handshake, RFC
+        6455 section 5.5.1). A custom handler that wants the handshake completed
+        must call :meth:`close` or :meth:`write_control`; otherwise the
+        connection is dropped after ``close_timeout``. None restores the default.
+        """
+        self._close_handler = handler or self._default_close_handler
+
+    def _default_ping_handler(self, payload: bytes) -> None:
+        try:
+            self._queue_control(Pong(payload=payload), None)
+        except ConnectionClosed:
+            pass  # closing: the pong no longer matters
+
+    def _default_close_handler(self, code: int, reason: str) -> None:
+        self._queue_close(code, "", fail=False, done=None)
+
+    # --- closing ------------------------------------------------------
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "", timeout: float | None = None) -> None:
+        """Close the connection with the closing handshake (RFC 6455 section 7).
+
+        Sends everything already queued, then the close frame, waits for the
+        peer's close frame and the end of the connection, at most *timeout*
+        seconds (default: the ``close_timeout`` setting), then tears it down.
+        Idempotent and safe from any thread; from a handler (the reader thread)
+        it queues the close and returns without waiting.
+
+        Raises:
+            ValueError: *code* is reserved (1004, 1005, 1006, 1015) or not a
+                close code, or *reason* is over 123 bytes in UTF-8.
+        """
+        check_close_code(code)
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("close reason must be at most 123 bytes in UTF-8")
+        if self._ended.is_set():
+            return
+        self._queue_close(code, reason, fail=False, done=None)
+        if threading.current_thread() in (self._reader, self._writer):
+            return
+        if not self.wait_closed(self._close_timeout if timeout is None else timeout):
+            self._note("close timed out: no close frame or EOF from the peer")
+            self.abort()
+
+    def abort(self) -> None:
+        """Tear the connection down at once, without the closing handshake.
+
+        Every blocked call wakes with ConnectionClosed. Waits (briefly) for the
+        connection's threads unless called from one of them.
+        """
+        self._note("aborted")
+        self._shutdown()
+        if threading.current_thread() not in (self._reader, self._writer):
+            self.wait_closed(self._close_timeout + 5.0)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection has ended and its threads are gone; False on timeout."""
+        deadline = None if timeout is None else _monotonic() + timeout
+        if not self._ended.wait(timeout):
+            return False
+        for thread in (self._reader, self._writer):
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - _monotonic()))
+                if thread.is_alive():
+                    return False
+        return True
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended."""
+        return self._ended.is_set()
+
+    @property
+    def close_exception(self) -> ConnectionClosed | None:
+        """The ConnectionClosed every call raises once the connection has ended, else None."""
+        return self._closed_exc
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, ConnectionClosed):
+            self.close()
+        else:
+            self.close(CloseCode.INTERNAL_ERROR)
+
+    # --- internals shared by both threads -----------------------------------
+
+    def _note(self, detail: str, cause: BaseException | None = None) -> None:
+        """Record why the connection is ending; the first cause is the one kept."""
+        if not self._detail:
+            self._detail = detail
+            self._cause = cause
+
+    def _queue_control(self, event: Ping | Pong, done: threading.Event | None) -> None:
+        with self._lock:
+            if self._shut:
+                raise self._closing_exception()
+            try:
+                frame = self._ws.send(event)
+            except LocalProtocolError:
+                raise self._closing_exception() from None
+            self._ctrl.append(_ControlFrame(frame, isinstance(event, Ping), done))
+            self._wq.put(_WAKE)
+
+    def _queue_close(self, code: int, reason: str, *, fail: bool, done: threading.Event | None) -> bool:
+        """Produce our close frame and queue it; False if one was already sent."""
+        with self._lock:
+            if self._shut:
+                return False
+            try:
+                frame = self._ws.send(CloseConnection(code=code, reason=reason))
+            except LocalProtocolError:
+                return False
+            item = _CloseFrame(frame, Close(code, reason), fail, done)
+            if fail:
+                self._discarding = True
+                self._ctrl.append(item)
+                self._wq.put(_WAKE)
+            else:
+                self._wq.put(item)
+        if self._close_deadline is None:
+            self._close_deadline = _monotonic() + self._close_timeout
+        return True
+
+    def _fail(self, code: int, reason: str, detail: str, cause: BaseException | None = None) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): send *code* and drop the connection."""
+        self._note(detail, cause)
+        self._discarding = True
+        if not self._queue_close(code, reason, fail=True, done=None):
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Start tearing down: wake a blocked recv/sendmsg and the writer. Idempotent."""
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already disconnected
+        self._wq.put(_STOP)
+        self._in_budget.close()  # a reader paused on a full inbound queue must see the end
+
+    def _handshake_progress(self) -> None:
+        # The server closes TCP first once close frames went both ways (section
+        # 7.1.1); the client waits for that EOF (bounded by the close deadline).
+        if self._rcvd is not None and self._sent is not None and not self._client:
+            self._shutdown()
+
+    def _closing_exception(self) -> ConnectionClosed:
+        if self._closed_exc is not None:
+            return self._final_exception()
+        exc = closed_exception(self._rcvd, self._sent, self._rcvd_then_sent, self._detail or "closing")
+        exc.__cause__ = self._cause
+        return exc
+
+    def _final_exception(self) -> ConnectionClosed:
+        exc = self._closed_exc
+        assert exc is not None
+        # Raising the same instance again would grow its traceback each time.
+        return exc.with_traceback(None)
+
+    # --- the reader thread -------------------------------------------------
+
+    def _read_loop(self) -> None:
+        sock = self._sock
+        buf = bytearray(_RECV_SIZE)
+        view = memoryview(buf)
+        poller: select.poll | None = None
+        try:
+            if self._trailing:
+                self._receive(self._trailing)
+                self._trailing = b""
+            while True:
+                try:
+                    n = sock.recv_into(buf)
+                except (TimeoutError, BlockingIOError, InterruptedError):
+                    # The writer set a socket timeout; wait for input our own way.
+                    if self._ssl and sock.pending():  # type: ignore[attr-defined]
+                        continue
+                    if poller is None:
+                        poller = select.poll()
+                        poller.register(sock, select.POLLIN | select.POLLPRI)
+                    poller.poll()
+                    continue
+                if not n:
+                    if self._rcvd is None:
+                        self._note("connection lost: EOF without a close frame")
+                    break
+                self._last_recv = _monotonic()
+                if not self._discarding:
+                    self._receive(view[:n])
+        except OSError as exc:
+            if not self._shut:
+                self._note(f"connection lost: {exc}", exc)
+        except BaseException as exc:  # a bug: never leave the connection half-alive
+            logger.exception("%s: reader failed", self.name)
+            self._note(f"internal error in reader: {exc!r}", exc)
+        finally:
+            self._finish()
+
+    def _receive(self, data: Any) -> None:
+        with self._lock:
+            self._ws.receive_data(data)
+            events = list(self._ws.events())
+            state = self._ws.state
+        for event in events:
+            kind = type(event)
+            if kind is BytesMessage or kind is TextMessage:
+                if not self._on_data(event):
+                    return
+            elif kind is Ping:
+                self._call_handler(self._ping_handler, event.payload)
+            elif kind is Pong:
+                self._call_handler(self._pong_handler, event.payload)
+            elif kind is CloseConnection:
+                if state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
+                    self._on_close(event.code, event.reason or "")
+                else:
+                    # wsproto reports a protocol violation as a CloseConnection
+                    # without changing state: the peer sent no close frame.
+                    self._fail(event.code, event.reason or "", f"protocol error from peer: {event.reason}")
+                return
+            if self._discarding:
+                return
+
+    def _on_data(self, event: TextMessage | BytesMessage) -> bool:
+        data = event.data
+        if type(event) is TextMessage:
+            n = len(data) if data.isascii() else len(data.encode("utf-8"))
+        else:
+            n = len(data)
+        size = self._msg_size + n
+        if size > self._read_limit:
+            self._fail(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"message too big (limit {self._read_limit} bytes)",
+                f"message over the read limit of {self._read_limit} bytes",
+            )
+            return False
+        if not event.message_finished:
+            self._parts.append(data)
+            self._msg_size = size
+            return True
+        if self._parts:
+            self._parts.append(data)
+            data = ("" if type(event) is TextMessage else b"").join(self._parts)
+            self._parts = []
+        self._msg_size = 0
+        message_type = MessageType.TEXT if type(event) is TextMessage else MessageType.BINARY
+        self._inq.put((message_type, data, size))
+        if self._in_budget.add(size):
+            # Full: stop reading so TCP pushes back on the peer. Our own
+            # keepalive must not blame the peer for the silence this causes.
+            self._reader_paused = True
+            self._in_budget.wait_room(None)
+            self._last_recv = _monotonic()
+            self._reader_paused = False
+        return True
+
+    def _on_close(self, code: int, reason: str) -> None:
+        self._discarding = True
+        self._rcvd = Close(code, reason)
+        if self._sent is None:
+            self._rcvd_then_sent = True
+        if self._close_deadline is None:
+            self._close_deadline = _monotonic() + self._close_timeout
+            self._wq.put(_WAKE)
+        self._call_handler(self._close_handler, code, reason)
+        self._handshake_progress()
+
+    def _call_handler(self, handler: Callable[..., None], *args: Any) -> None:
+        try:
+            handler(*args)
+        except ConnectionClosed:
+            pass  # the handler wrote to a closing connection: nothing to add
+        except Exception as exc:
+            logger.exception("%s: handler %r raised", self.name, handler)
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error", f"handler raised {exc!r}", exc)
+
+    def _finish(self) -> None:
+        """End the connection; runs once, on the reader thread, as it exits."""
+        self._shutdown()
+        self._writer.join()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        exc = closed_exception(self._rcvd, self._sent, self._rcvd_then_sent, self._detail)
+        exc.__cause__ = self._cause
+        self._closed_exc = exc
+        self._inq.put(_ENDED)
+        self._out_budget.close()
+        # Control frames that never went out: wake anyone waiting on them.
+        for item in self._ctrl:
+            if item.done is not None:
+                item.done.set()
+        self._ended.set()
+        for callback in self._on_end:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("%s: end callback failed", self.name)
+
+    # --- the writer thread -------------------------------------------------
+
+    def _write_loop(self) -> None:
+        q = self._wq
+        try:
+            while True:
+                timeout = self._run_timers()
+                if self._ctrl and q.empty():
+                    batch: list[Any] = []
+                else:
+                    try:
+                        batch = [q.get(timeout=timeout)]
+                    except queue.Empty:
+                        continue
+                    while not q.empty():
+                        batch.append(q.get_nowait())
+                if not self._write_batch(batch):
+                    return
+        except _WriteDeadline:
+            self._note("write deadline exceeded", TimeoutError("write deadline exceeded"))
+        except OSError as exc:
+            if not self._shut:
+                self._note(f"connection lost while sending: {exc}", exc)
+        except BaseException as exc:
+            logger.exception("%s: writer failed", self.name)
+            self._note(f"internal error in writer: {exc!r}", exc)
+        self._shutdown()
+
+    def _write_batch(self, batch: list[Any]) -> bool:
+        """Send control frames, then the batch's data, in one go. False means stop."""
+        bufs: list[Any] = []
+        done: list[threading.Event] = []
+        close: _CloseFrame | None = None
+        ping = False
+        data_bytes = data_items = 0
+        ctrl = self._ctrl
+        while ctrl:
+            item = ctrl.popleft()
+            if close is not None:
+                continue  # nothing may follow a close frame
+            bufs.append(item.data)
+            if item.done is not None:
+                done.append(item.done)
+            if type(item) is _CloseFrame:
+                close = item
+            elif item.is_ping:
+                ping = True
+        stop = False
+        for item in batch:
+            if type(item) is bytes:
+                data_bytes += len(item)
+                data_items += 1
+                if close is None:
+                    bufs.append(item)
+            elif item is _STOP:
+                stop = True
+            elif type(item) is _CloseFrame:
+                if close is None:
+                    close = item
+                    bufs.append(item.data)
+                    if item.done is not None:
+                        done.append(item.done)
+        if stop:
+            return False
+        if bufs:
+            self._send(bufs)
+        if ping:
+            self._ping_sent = _monotonic()
+        if data_items:
+            self._out_budget.release(data_bytes, data_items)
+        for event in done:
+            event.set()
+        if close is not None:
+            self._sent = close.close
+            if self._rcvd is None:
+                self._rcvd_then_sent = False
+            if close.fail:
+                self._shutdown()
+                return False
+            self._handshake_progress()
+        return True
+
+    def _send(self, bufs: list[Any]) -> None:
+        sock = self._sock
+        if self._ssl:
+            # SSL sockets have no sendmsg; one record stream, resumed after a timeout.
+            view = memoryview(b"".join(bufs))
+            while view:
+                self._set_send_timeout()
+                try:
+                    n = sock.send(view)
+                except TimeoutError:
+                    self._send_stalled()
+                    continue
+                self._last_progress = _monotonic()
+                view = view[n:]
+            return
+        while bufs:
+            self._set_send_timeout()
+            try:
+                n = sock.sendmsg(bufs[:_IOV_MAX])
+            except TimeoutError:
+                self._send_stalled()
+                continue
+            self._last_progress = _monotonic()
+            # Drop what went out; resume mid-buffer after a partial send.
+            i = 0
+            while i < len(bufs) and n >= len(bufs[i]):
+                n -= len(bufs[i])
+                i += 1
+            bufs = bufs[i:]
+            if n:
+                bufs[0] = memoryview(bufs[0])[n:]
+
+    def _set_send_timeout(self) -> None:
+        # Wake no later than the write deadline or the next timer. Only call
+        # settimeout (a syscall) when the current value is too long or much too
+        # short, so the steady state costs nothing.
+        now = _monotonic()
+        want: float | None = None
+        if self._write_deadline is not None:
+            want = self._write_deadline - now
+        if self._next_timer is not None:
+            until = self._next_timer - now
+            want = until if want is None else min(want, until)
+        current = self._sock_timeout
+        if want is None:
+            if current is not None:
+                self._sock.settimeout(None)
+                self._sock_timeout = None
+            return
+        want = max(want, 0.001)
+        if current is None or current > want or current < want / 2:
+            self._sock.settimeout(want)
+            self._sock_timeout = want
+
+    def _send_stalled(self) -> None:
+        """A send made no progress for a while: enforce the deadline and the clocks."""
+        now = _monotonic()
+        if self._write_deadline is not None and now >= self._write_deadline:
+            raise _WriteDeadline
+        if self._shut:
+            raise ConnectionAbortedError("connection shut down")
+        self._run_timers(stalled=True)
+        if self._shut:
+            raise ConnectionAbortedError("connection shut down")
+
+    def _run_timers(self, stalled: bool = False) -> float | None:
+        """Fire what is due; return seconds until the next timer (None: no timer)."""
+        now = _monotonic()
+        nxt: float | None = None
+        deadline = self._read_deadline
+        if deadline is not None:
+            if now >= deadline:
+                self._note("read deadline exceeded", TimeoutError("read deadline exceeded"))
+                self._shutdown()
+                return None
+            nxt = deadline
+        deadline = self._close_deadline
+        if deadline is not None:
+            if now >= deadline:
+                self._note("closing handshake timed out")
+                self._shutdown()
+                return None
+            nxt = deadline if nxt is None else min(nxt, deadline)
+        elif self._ping_interval is not None and not self._reader_paused:
+            due = self._keepalive(now, stalled)
+            if due is not None:
+                nxt = due if nxt is None else min(nxt, due)
+        self._next_timer = nxt
+        return None if nxt is None else max(0.0, nxt - now)
+
+    def _keepalive(self, now: float, stalled: bool) -> float | None:
+        """Ping a quiet peer; fail the connection if it stays quiet (any frame proves it alive)."""
+        interval = self._ping_interval
+        assert interval is not None
+        timeout = self._ping_timeout
+        alive = self._last_recv
+        if stalled:
+            # We can't even send: the peer's TCP acks are the only sign of life.
+            alive = max(alive, self._last_progress)
+        sent = self._ping_sent
+        outstanding = sent is not None and alive < sent
+        if timeout is not None:
+            if (stalled and now - alive >= interval + timeout) or (
+                outstanding and sent is not None and now >= sent + timeout
+            ):
+                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", "keepalive ping timeout")
+                return None
+            if outstanding and sent is not None:
+                return sent + timeout
+        # Without a ping timeout, keep pinging once per quiet interval.
+        due = (sent if outstanding and sent is not None else alive) + interval
+        if now < due:
+            return due
+        try:
+            self._queue_control(Ping(payload=b"threadws"), None)
+        except ConnectionClosed:
+            return None
+        self._ping_sent = now  # refined when the frame is written
+        return now + (timeout if timeout is not None else interval)
+
+
+class _WriteDeadline(Exception):
+    pass
+
+
+def _address(getter: Callable[[], Any]) -> Any:
+    try:
+        return getter()
+    except OSError:
+        return None

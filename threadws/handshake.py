@@ -1,0 +1,331 @@
+"""The opening handshake (RFC 6455 section 4) as pure functions: no sockets here.
+
+The server side checks a request that an HTTP parser already parsed and builds
+the 101 response or the HTTP error that explains a refusal. The client side
+builds the upgrade request and checks the server's response. The I/O lives in
+:mod:`threadws.server` and :mod:`threadws.client`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.message
+import http
+import http.client
+import io
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, Union
+from urllib.parse import urlsplit
+
+from wsproto.utilities import generate_accept_token
+
+from .exceptions import HandshakeError
+
+__all__ = [
+    "Accepted",
+    "HeaderSource",
+    "OriginCheck",
+    "Target",
+    "build_error_response",
+    "build_request",
+    "build_response",
+    "check_request",
+    "check_response",
+    "new_key",
+    "parse_head",
+    "parse_url",
+]
+
+#: The only protocol version RFC 6455 defines (section 4.1).
+VERSION = "13"
+
+
+class HeaderSource(Protocol):
+    """Anything with ``get_all`` like :class:`email.message.Message` (http.server's headers)."""
+
+    def get_all(self, name: str, failobj: None = None) -> list[str] | None: ...
+
+
+#: ``check_origin`` is a callable ``(origin, request_headers) -> bool`` or a list
+#: of allowed origins such as ``["https://example.com"]``.
+OriginCheck = Union[Callable[[str, HeaderSource], bool], Sequence[str], None]
+
+
+def _tokens(headers: HeaderSource, name: str) -> list[str]:
+    """All comma-separated values of header *name*, stripped, in order."""
+    values = headers.get_all(name) or []
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _has_token(headers: HeaderSource, name: str, token: str) -> bool:
+    return any(item.lower() == token for item in _tokens(headers, name))
+
+
+def _single(headers: HeaderSource, name: str) -> str | None:
+    values = headers.get_all(name) or []
+    return values[0].strip() if len(values) == 1 else None
+
+
+def _check_header_text(text: str) -> None:
+    # A CR or LF in a header would let the caller inject headers or a body.
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise ValueError(f"invalid character in header: {text!r}")
+
+
+def _format_headers(headers: Iterable[tuple[str, str]]) -> str:
+    lines = []
+    for name, value in headers:
+        _check_header_text(name)
+        _check_header_text(value)
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines)
+
+
+# --- server side ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What :func:`check_request` decided: the accept token and the subprotocol."""
+
+    accept: str
+    subprotocol: str | None
+
+
+def _same_origin(origin: str, headers: HeaderSource) -> bool:
+    # gorilla's rule: the Origin's host[:port] must equal the Host header.
+    host = _single(headers, "Host")
+    if host is None:
+        return False
+    try:
+        parsed = urlsplit(origin)
+    except ValueError:
+        return False
+    return bool(parsed.netloc) and parsed.netloc.lower() == host.lower()
+
+
+def _origin_allowed(check_origin: OriginCheck, origin: str | None, headers: HeaderSource) -> bool:
+    if origin is None:
+        # Browsers always send Origin; a request without one is not a
+        # cross-site browser request, so there is nothing to protect.
+        return True
+    if check_origin is None:
+        return _same_origin(origin, headers)
+    if callable(check_origin):
+        return bool(check_origin(origin, headers))
+    allowed = {item.lower().rstrip("/") for item in check_origin}
+    return origin.lower().rstrip("/") in allowed
+
+
+def _at_least_http11(version: str) -> bool:
+    name, _, number = version.partition("/")
+    major, _, minor = number.partition(".")
+    return name == "HTTP" and major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (1, 1)
+
+
+def check_request(
+    method: str,
+    http_version: str,
+    headers: HeaderSource,
+    *,
+    check_origin: OriginCheck = None,
+    subprotocols: Sequence[str] = (),
+) -> Accepted:
+    """Check an upgrade request (RFC 6455 section 4.2.1) and decide the answer.
+
+    Args:
+        method: the request method, e.g. ``"GET"``.
+        http_version: the request's version string, e.g. ``"HTTP/1.1"``.
+        headers: the request headers.
+        check_origin: see :class:`threadws.Upgrader`.
+        subprotocols: the server's subprotocols, most preferred first.
+
+    Returns:
+        the accept token and the chosen subprotocol (None if none matched).
+
+    Raises:
+        HandshakeError: with the HTTP status to answer (400, 403, 405 or 426),
+            the headers to add, and a short plain-text body.
+    """
+    if method != "GET":
+        raise HandshakeError("method not allowed: the WebSocket handshake needs GET", 405, [("Allow", "GET")])
+    if not _at_least_http11(http_version):
+        raise HandshakeError("the WebSocket handshake needs HTTP/1.1 or later", 400)
+    if not _has_token(headers, "Connection", "upgrade"):
+        raise HandshakeError("'upgrade' token not found in 'Connection' header", 400)
+    if not _has_token(headers, "Upgrade", "websocket"):
+        raise HandshakeError("'websocket' token not found in 'Upgrade' header", 400)
+    if _single(headers, "Host") is None:
+        raise HandshakeError("missing or repeated 'Host' header", 400)
+    if _single(headers, "Sec-WebSocket-Version") != VERSION:
+        raise HandshakeError(
+            "unsupported WebSocket version: 13 not found in 'Sec-WebSocket-Version' header",
+            426,
+            [("Sec-WebSocket-Version", VERSION)],
+        )
+    origins = headers.get_all("Origin") or []
+    if len(origins) > 1:
+        raise HandshakeError("repeated 'Origin' header", 400)
+    if not _origin_allowed(check_origin, origins[0] if origins else None, headers):
+        raise HandshakeError("request origin not allowed by Upgrader.check_origin", 403)
+    key = _single(headers, "Sec-WebSocket-Key")
+    if key is None:
+        raise HandshakeError("missing or repeated 'Sec-WebSocket-Key' header", 400)
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 16:
+        raise HandshakeError("'Sec-WebSocket-Key' is not 16 bytes in base64", 400)
+    offered = _tokens(headers, "Sec-WebSocket-Protocol")
+    chosen = next((p for p in subprotocols if p in offered), None)
+    return Accepted(generate_accept_token(key.encode("ascii")).decode("ascii"), chosen)
+
+
+def build_response(accepted: Accepted, extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The ``101 Switching Protocols`` response for an accepted request (always HTTP/1.1)."""
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accepted.accept),
+    ]
+    if accepted.subprotocol is not None:
+        headers.append(("Sec-WebSocket-Protocol", accepted.subprotocol))
+    headers.extend(extra_headers)
+    return f"HTTP/1.1 101 Switching Protocols\r\n{_format_headers(headers)}\r\n".encode("latin-1")
+
+
+def build_error_response(error: HandshakeError) -> bytes:
+    """An HTTP/1.1 response that explains *error* in plain text and closes the connection."""
+    body = (str(error) + "\n").encode("utf-8")
+    try:
+        phrase = http.HTTPStatus(error.status).phrase
+    except ValueError:
+        phrase = "Error"
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        *error.headers,
+    ]
+    return f"HTTP/1.1 {error.status} {phrase}\r\n{_format_headers(headers)}\r\n".encode("latin-1") + body
+
+
+# --- client side ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a ``ws://`` or ``wss://`` URL points."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+    host_header: str
+
+
+def parse_url(url: str) -> Target:
+    """Split a WebSocket URL (RFC 6455 section 3). Raises ValueError if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
+    if parts.fragment:
+        raise ValueError(f"a WebSocket URL cannot have a fragment: {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in WebSocket URL: {url!r}")
+    secure = parts.scheme == "wss"
+    default_port = 443 if secure else 80
+    port = parts.port or default_port
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == default_port else f"{shown}:{port}"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(secure, host, port, resource, host_header)
+
+
+def new_key() -> str:
+    """A fresh random ``Sec-WebSocket-Key``."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def build_request(
+    target: Target,
+    key: str,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+    subprotocols: Sequence[str] = (),
+    origin: str | None = None,
+) -> bytes:
+    """The HTTP/1.1 upgrade request for *target*."""
+    lines = [
+        ("Host", target.host_header),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", VERSION),
+    ]
+    if origin is not None:
+        lines.append(("Origin", origin))
+    if subprotocols:
+        lines.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    lines.extend(headers)
+    return f"GET {target.resource} HTTP/1.1\r\n{_format_headers(lines)}\r\n".encode("latin-1")
+
+
+def parse_head(head: bytes) -> tuple[str, int, str, http.client.HTTPMessage]:
+    """Parse a response head (status line and headers, without the blank line).
+
+    Returns ``(version, status, reason, headers)``. Raises HandshakeError if malformed.
+    """
+    line, _, rest = head.partition(b"\r\n")
+    try:
+        version, status_text, *reason = line.decode("latin-1").split(" ", 2)
+        status = int(status_text)
+    except ValueError:
+        raise HandshakeError(f"malformed HTTP status line: {line[:100]!r}") from None
+    if not version.startswith("HTTP/1.") or not 100 <= status <= 999:
+        raise HandshakeError(f"malformed HTTP status line: {line[:100]!r}")
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest + b"\r\n\r\n"))
+    except http.client.HTTPException as exc:
+        raise HandshakeError(f"malformed HTTP headers: {exc}", status) from None
+    return version, status, reason[0] if reason else "", headers
+
+
+def header_list(headers: email.message.Message) -> list[tuple[str, str]]:
+    """Headers as a list of (name, value) pairs, in order."""
+    return [(name, str(value)) for name, value in headers.items()]
+
+
+def check_response(
+    status: int,
+    headers: HeaderSource,
+    key: str,
+    subprotocols: Sequence[str] = (),
+) -> str | None:
+    """Check the server's answer to our upgrade request (section 4.1).
+
+    Returns the subprotocol the server chose (None if none).
+    Raises HandshakeError if the server refused or answered wrongly.
+    """
+    if status != 101:
+        raise HandshakeError(f"server refused the WebSocket upgrade with HTTP {status}", status)
+    if not _has_token(headers, "Upgrade", "websocket"):
+        raise HandshakeError("'websocket' token not found in response's 'Upgrade' header", status)
+    if not _has_token(headers, "Connection", "upgrade"):
+        raise HandshakeError("'upgrade' token not found in response's 'Connection' header", status)
+    expected = generate_accept_token(key.encode("ascii")).decode("ascii")
+    if _single(headers, "Sec-WebSocket-Accept") != expected:
+        raise HandshakeError("wrong 'Sec-WebSocket-Accept' in the server's response", status)
+    if headers.get_all("Sec-WebSocket-Extensions"):
+        raise HandshakeError("server accepted an extension the client did not offer", status)
+    chosen = _tokens(headers, "Sec-WebSocket-Protocol")
+    if not chosen:
+        return None
+    if len(chosen) > 1 or chosen[0] not in subprotocols:
+        raise HandshakeError(f"server chose a subprotocol the client did not offer: {chosen}", status)
+    return chosen[0]

@@ -1,0 +1,437 @@
+"""The server side: :class:`Upgrader` (for any ``http.server`` handler) and :func:`serve`."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import io
+import logging
+import os
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from . import handshake
+from ._http import read_head
+from .connection import Conn, Settings
+from .enums import CloseCode, MessageType
+from .exceptions import ConnectionClosed, HandshakeError
+
+__all__ = ["Server", "Upgrader", "serve"]
+
+logger = logging.getLogger("threadws")
+
+
+class Upgrader:
+    """Turns an HTTP request into a WebSocket connection (gorilla's ``Upgrader``).
+
+    Args:
+        check_origin: which browser origins may connect. None (the default) is
+            safe: a request whose ``Origin`` names another host than its
+            ``Host`` header gets 403; a request without ``Origin`` (not from a
+            browser) is allowed. A list allows exactly those origins
+            (``["https://example.com"]``); a callable ``(origin, headers) -> bool``
+            decides itself.
+        subprotocols: the subprotocols the server speaks, most preferred first.
+        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue,
+        max_write_queue: per-connection settings, as for :func:`threadws.dial`.
+    """
+
+    def __init__(
+        self,
+        *,
+        check_origin: handshake.OriginCheck = None,
+        subprotocols: Sequence[str] = (),
+        read_limit: int = 1 << 20,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 10.0,
+        max_read_queue: int = 4 << 20,
+        max_write_queue: int = 4 << 20,
+    ) -> None:
+        self.check_origin = check_origin
+        self.subprotocols = tuple(subprotocols)
+        self.settings = Settings(read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue)
+
+    def upgrade(
+        self,
+        request_handler: http.server.BaseHTTPRequestHandler,
+        response_headers: Iterable[tuple[str, str]] | None = None,
+    ) -> Conn:
+        """Complete the WebSocket handshake for the request being handled and return the connection.
+
+        Call it from a ``BaseHTTPRequestHandler.do_GET``. It takes the socket
+        over: bytes the HTTP parser already buffered are kept, the handler's
+        timeout is cleared, and the server can no longer close the connection
+        when the handler returns (over TLS the handler must stay until the
+        connection ends, since a TLS session can't be detached).
+
+        Args:
+            request_handler: the handler of the current request.
+            response_headers: extra headers for the 101 response (e.g. a cookie).
+
+        Raises:
+            HandshakeError: the request is not an acceptable WebSocket
+                handshake; the Upgrader has already answered it (400, 403,
+                405 or 426) and the handler should just return.
+        """
+        handler = request_handler
+        try:
+            accepted = handshake.check_request(
+                handler.command,
+                handler.request_version,
+                handler.headers,
+                check_origin=self.check_origin,
+                subprotocols=self.subprotocols,
+            )
+        except HandshakeError as exc:
+            _refuse(handler, exc)
+            raise
+        response = handshake.build_response(accepted, response_headers or ())
+        sock: socket.socket = handler.connection
+        leftover = _take_buffered(handler.rfile, sock)
+        handler.close_connection = True
+        try:
+            sock.settimeout(None)
+            sock.sendall(response)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
+        handler.log_request(101)
+        if not isinstance(sock, ssl.SSLSocket):
+            # Hijack: detach the file descriptor so the HTTP server's own
+            # shutdown/close of its socket object can't touch our connection.
+            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        return Conn(
+            sock,
+            client=False,
+            settings=self.settings,
+            trailing_data=leftover,
+            subprotocol=accepted.subprotocol,
+            path=handler.path,
+            request_headers=handler.headers,
+            response_headers=handshake.parse_head(response[:-4])[3],
+        )
+
+
+def _refuse(handler: http.server.BaseHTTPRequestHandler, error: HandshakeError) -> None:
+    handler.close_connection = True
+    try:
+        handler.wfile.write(handshake.build_error_response(error))
+        handler.wfile.flush()
+    except OSError:
+        pass  # the client is gone; it won't read the explanation
+    handler.log_request(error.status)
+
+
+def _take_buffered(rfile: Any, sock: socket.socket) -> bytes:
+    """Return what the HTTP parser read past the request head, without blocking."""
+    timeout = sock.gettimeout()
+    try:
+        sock.setblocking(False)
+        # read1 returns the buffered bytes if there are any; otherwise it makes
+        # one read on the (now non-blocking) socket. Anything still in the
+        # kernel is read later by the connection's reader.
+        data = rfile.read1(1 << 20) or b""
+    except OSError:
+        data = b""
+    finally:
+        sock.settimeout(timeout)
+    return bytes(data)
+
+
+# --- serve() -------------------------------------------------------------------
+
+
+Handler = Callable[[Conn], Any]
+
+
+class _RequestHandler(http.server.SimpleHTTPRequestHandler):
+    """One connection: read a bounded head in bounded time, then upgrade or serve a file."""
+
+    server: _TCPServer
+    protocol_version = "HTTP/1.1"
+
+    def __init__(self, request: Any, client_address: Any, server: _TCPServer) -> None:
+        super().__init__(request, client_address, server, directory=server.owner.static_dir or os.devnull)
+
+    def handle(self) -> None:
+        owner = self.server.owner
+        deadline = time.monotonic() + owner.handshake_timeout
+        self.close_connection = True
+        try:
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.connection.settimeout(owner.handshake_timeout)
+                self.connection.do_handshake()
+            head, rest = read_head(
+                self.connection, deadline, max_line=owner.max_request_line, max_head=owner.max_header_bytes
+            )
+        except HandshakeError as exc:
+            self._answer_error(exc)
+            return
+        except (OSError, ssl.SSLError):
+            return  # timed out (slowloris) or gone: drop it
+        if not self._parse(head, rest):
+            return
+        wants_websocket = "websocket" in (self.headers.get("Upgrade") or "").lower()
+        if owner.static_dir is not None and not wants_websocket and self.command in ("GET", "HEAD"):
+            self.connection.settimeout(owner.handshake_timeout)
+            method = self.do_GET if self.command == "GET" else self.do_HEAD
+            method()
+            self.wfile.flush()
+            return
+        try:
+            conn = owner.upgrader.upgrade(self)
+        except HandshakeError:
+            return
+        owner._run(conn)
+
+    def _parse(self, head: bytes, rest: bytes) -> bool:
+        line, _, fields = head.partition(b"\r\n")
+        if len(line.split()) != 3:  # not "METHOD target HTTP/x.y" (HTTP/0.9 has no place here)
+            self._answer_error(HandshakeError("malformed request line", 400))
+            return False
+        self.raw_requestline = line + b"\r\n"
+        # parse_request reads the headers from rfile: give it exactly the head.
+        self.rfile = io.BytesIO(fields + b"\r\n\r\n" if fields else b"\r\n")
+        try:
+            ok = self.parse_request()
+        except http.client.HTTPException:
+            ok = False
+            self.send_error(400, "Bad request headers")
+        self.rfile = io.BytesIO(rest)  # what follows the head belongs to the WebSocket
+        return ok
+
+    def _answer_error(self, error: HandshakeError) -> None:
+        try:
+            self.connection.sendall(handshake.build_error_response(error))
+        except OSError:
+            pass
+        self.requestline = ""
+        self.log_message('"%s" %s', "(unparsed request)", error.status)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info("%s - %s", self.address_string(), format % args)
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, owner: Server, address: tuple[str, int]) -> None:
+        self.owner = owner
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(address, _RequestHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.owner.ssl_context is not None:
+            sock = self.owner.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        thread = threading.current_thread()
+        thread.name = f"threadws-http-{client_address[0]}:{client_address[1]}"
+        self.owner._track(thread, request, True)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.owner._track(thread, request, False)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.exception("error while handling a request from %s", client_address)
+
+
+class Server:
+    """A threaded WebSocket (and static file) server; see :func:`serve`.
+
+    Attributes:
+        server_address: the ``(host, port)`` it listens on (the real port when 0 was asked).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        upgrader: Upgrader | None = None,
+        static_dir: str | os.PathLike[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+        max_request_line: int = 8192,
+        max_header_bytes: int = 16384,
+    ) -> None:
+        self.handler = handler
+        self.upgrader = upgrader or Upgrader()
+        self.static_dir = os.fspath(static_dir) if static_dir is not None else None
+        self.ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
+        self.max_request_line = max_request_line
+        self.max_header_bytes = max_header_bytes
+        self._lock = threading.Lock()
+        self._conns: set[Conn] = set()
+        self._threads: dict[threading.Thread, Any] = {}
+        self._serving = threading.Event()
+        self._stopped = False
+        self._tcp = _TCPServer(self, (host, port))
+        self.server_address: tuple[str, int] = self._tcp.server_address[:2]  # type: ignore[assignment]
+
+    @property
+    def connections(self) -> list[Conn]:
+        """The WebSocket connections currently open."""
+        with self._lock:
+            return list(self._conns)
+
+    def serve_forever(self, poll_interval: float = 0.2) -> None:
+        """Accept and serve connections until :meth:`shutdown` is called (from another thread)."""
+        if self._stopped:
+            return
+        self._serving.set()
+        try:
+            self._tcp.serve_forever(poll_interval)
+        finally:
+            self._serving.clear()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop accepting, close every connection with 1001, wait for their threads.
+
+        Connections that haven't finished their closing handshake within
+        *timeout* seconds are aborted. Idempotent.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            first = not self._stopped
+            self._stopped = True
+        if first:
+            if self._serving.is_set():
+                self._tcp.shutdown()
+            self._tcp.server_close()
+        with self._lock:
+            pending = [sock for sock, in_handshake in self._threads.values() if in_handshake]
+        for sock in pending:
+            _shutdown_socket(sock)  # a request still in its handshake: drop it
+        conns = self.connections
+        payload = CloseCode.GOING_AWAY.to_bytes(2, "big") + b"server shutting down"
+        for conn in conns:
+            try:
+                conn.write_control(MessageType.CLOSE, payload)
+            except ConnectionClosed:
+                pass
+        for conn in conns:
+            if not conn.wait_closed(max(0.0, deadline - time.monotonic())):
+                conn.abort()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def _track(self, thread: threading.Thread, request: Any, start: bool) -> None:
+        with self._lock:
+            if start:
+                self._threads[thread] = (request, True)
+            else:
+                self._threads.pop(thread, None)
+
+    def _run(self, conn: Conn) -> None:
+        """Run the handler for *conn* on this (the request's) thread, then close."""
+        thread = threading.current_thread()
+        with self._lock:
+            if thread in self._threads:
+                self._threads[thread] = (self._threads[thread][0], False)
+            stopped = self._stopped
+            if not stopped:
+                self._conns.add(conn)
+                conn._on_end.append(self._forget)
+        if stopped:
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            return
+        try:
+            self.handler(conn)
+        except ConnectionClosed:
+            conn.close()
+        except Exception:
+            logger.exception("connection handler %r raised", self.handler)
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+        else:
+            conn.close()
+
+    def _forget(self, conn: Conn) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+
+
+def _shutdown_socket(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def serve(
+    handler: Handler,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    upgrader: Upgrader | None = None,
+    static_dir: str | os.PathLike[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = 10.0,
+    max_request_line: int = 8192,
+    max_header_bytes: int = 16384,
+) -> Server:
+    """Create a threaded server that runs ``handler(conn)`` for each WebSocket connection.
+
+    The server is listening when this returns; call :meth:`Server.serve_forever`
+    to accept connections, and :meth:`Server.shutdown` from another thread to
+    stop. Typical use::
+
+        def echo(conn):
+            for message in conn:
+                conn.send(message)
+
+        with threadws.serve(echo, "127.0.0.1", 8765) as server:
+            server.serve_forever()
+
+    ``handler(conn)`` runs on the connection's own thread. When it returns the
+    connection closes with 1000; when it raises, with 1011 (the traceback is
+    logged to the ``threadws`` logger).
+
+    Args:
+        handler: called with each new :class:`Conn`.
+        host, port: where to listen; port 0 picks a free port (see
+            :attr:`Server.server_address`).
+        upgrader: the :class:`Upgrader` (origin policy, subprotocols,
+            per-connection settings); the default is same-origin only.
+        static_dir: if given, plain GET and HEAD requests (not WebSocket
+            upgrades) are answered with files from this directory.
+        ssl_context: a server-side TLS context to serve ``wss://``.
+        handshake_timeout: seconds a client has to send its whole request
+            head; slower ones are dropped.
+        max_request_line: longest request line accepted (else 414).
+        max_header_bytes: largest request head accepted (else 431).
+    """
+    return Server(
+        handler,
+        host,
+        port,
+        upgrader=upgrader,
+        static_dir=static_dir,
+        ssl_context=ssl_context,
+        handshake_timeout=handshake_timeout,
+        max_request_line=max_request_line,
+        max_header_bytes=max_header_bytes,
+    )
