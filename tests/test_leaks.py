@@ -50,10 +50,13 @@ def test_every_way_to_end_leaks_nothing(caplog):
     caplog.set_level("CRITICAL", logger="threadws")  # the /raise tracebacks are expected
     threads_before = threading.active_count()
     fds_before = open_fds()
-    upgrader = threadws.Upgrader(read_limit=1000, ping_interval=0.1, ping_timeout=0.2, close_timeout=1.0)
+    upgrader = threadws.Upgrader(read_limit=1000, close_timeout=1.0)
     server = start_server(handler, upgrader=upgrader)
     port = server.server_address[1]
     url = url_of(server)
+    # Its own server for the ping timeouts: a keepalive this tight would also
+    # fire for healthy peers when hundreds of threads share two cores.
+    impatient = start_server(handler, upgrader=threadws.Upgrader(ping_interval=0.05, ping_timeout=0.1))
 
     def client_close() -> None:
         conn = threadws.dial(url + "echo")
@@ -99,7 +102,7 @@ def test_every_way_to_end_leaks_nothing(caplog):
             threadws.dial(url + "echo", origin="http://evil.example")
 
     def ping_timeout() -> None:
-        sock = handshake(port, "/echo")
+        sock = handshake(impatient.server_address[1], "/echo")
         peer = Peer(sock, client=True)
         try:  # never answer: the server's keepalive gives up and closes
             assert peer.expect_close(timeout=5).code == threadws.CloseCode.INTERNAL_ERROR
@@ -127,6 +130,7 @@ def test_every_way_to_end_leaks_nothing(caplog):
     open_ones = [threadws.dial(url + "echo") for _ in range(PER_WAY)]
     wait_until(lambda: len(server.connections) == PER_WAY)
     stop_server(server)
+    stop_server(impatient)
     for conn in open_ones:
         assert conn.wait_closed(5)
         assert conn.close_exception is not None and conn.close_exception.code == 1001

@@ -598,6 +598,14 @@ class Conn:
         # Raising the same instance again would grow its traceback each time.
         return exc.with_traceback(None)
 
+    def _when_ended(self, callback: Callable[[Conn], None]) -> None:
+        """Call ``callback(conn)`` once the connection has ended (now, if it has)."""
+        with self._lock:
+            if not self._ended.is_set():
+                self._on_end.append(callback)
+                return
+        callback(self)
+
     # --- the reader thread -------------------------------------------------
 
     def _read_loop(self) -> None:
@@ -733,8 +741,10 @@ class Conn:
         for item in self._ctrl:
             if item.done is not None:
                 item.done.set()
-        self._ended.set()
-        for callback in self._on_end:
+        with self._lock:
+            self._ended.set()
+            callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
             try:
                 callback(self)
             except Exception:
@@ -804,10 +814,12 @@ class Conn:
                         done.append(item.done)
         if stop:
             return False
+        if ping:
+            # Stamp the ping *before* sending: on a fast link the pong can be
+            # back before sendmsg returns, and must count as the answer.
+            self._ping_sent = _monotonic()
         if bufs:
             self._send(bufs)
-        if ping:
-            self._ping_sent = _monotonic()
         if data_items:
             self._out_budget.release(data_bytes, data_items)
         for event in done:
@@ -939,7 +951,7 @@ class Conn:
             self._queue_control(Ping(payload=b"threadws"), None)
         except ConnectionClosed:
             return None
-        self._ping_sent = now  # refined when the frame is written
+        self._ping_sent = now  # stamped again just before the frame goes out
         return now + (timeout if timeout is not None else interval)
 
 

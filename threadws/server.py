@@ -355,7 +355,8 @@ class Server:
             stopped = self._stopped
             if not stopped:
                 self._conns.add(conn)
-                conn._on_end.append(self._forget)
+        if not stopped:
+            conn._when_ended(self._forget)
         if stopped:
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
             return
