@@ -21,11 +21,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-for setup in tests/peers/setup.sh; do
-    if [ -f "$setup" ]; then
-        bash "$setup"
-    fi
-done
+# Real peers for the interop tests: Node.js (for the `ws` package, which the
+# tests install with npm ci) and headless Chromium, both from Debian's packages.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+bash tests/peers/install_browser.sh
 
 echo "== pytest on Python $version"
 exec "$venv/bin/python" -m pytest "$@"

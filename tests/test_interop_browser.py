@@ -1,0 +1,90 @@
+"""A real browser (headless Chromium) talking to a threadws server."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import threadws
+from threadws import MessageType
+
+from .conftest import start_server, stop_server
+from .peers.browser import open_browser, require_browser
+
+pytestmark = pytest.mark.interop
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>threadws browser check</title>
+<script>
+const hex = (buffer) => [...new Uint8Array(buffer)].map(b => b.toString(16).padStart(2, "0")).join("");
+const ws = new WebSocket(`ws://${location.host}/ws`);
+ws.binaryType = "arraybuffer";
+const got = [];
+ws.onopen = () => {
+  ws.send("héllo wörld ✓");
+  ws.send(new Uint8Array([0, 1, 2, 255, 254, 128]).buffer);
+};
+ws.onmessage = (event) => {
+  got.push(typeof event.data === "string" ? {type: "text", text: event.data}
+                                          : {type: "binary", hex: hex(event.data)});
+  if (got.length === 2) ws.send("did my pong arrive?");
+  if (got.length === 3) ws.close(4001, "done ✓");
+};
+ws.onclose = (event) => {
+  window.__result = {got, code: event.code, reason: event.reason, clean: event.wasClean,
+                     extensions: ws.extensions, protocol: ws.protocol};
+};
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    with open_browser() as b:
+        yield b
+
+
+def test_browser_round_trip(tmp_path: Path, browser):
+    (tmp_path / "index.html").write_text(PAGE, encoding="utf-8")
+    results: queue.Queue[Any] = queue.Queue()
+
+    def handler(conn: threadws.Conn) -> None:
+        pong = threading.Event()
+        conn.set_pong_handler(lambda payload: pong.set() if payload == b"hello browser" else None)
+        conn.write_control(MessageType.PING, b"hello browser")
+        results.put(conn.request_headers.get("Sec-WebSocket-Extensions"))
+        try:
+            while True:
+                kind, data = conn.read_message()
+                if data == "did my pong arrive?":
+                    conn.send("yes" if pong.wait(5) else "no")
+                else:
+                    conn.write_message(kind, data)
+        except threadws.ConnectionClosed as exc:
+            results.put(exc)
+
+    server = start_server(handler, static_dir=tmp_path)
+    try:
+        host, port = server.server_address
+        browser.get(f"http://{host}:{port}/index.html")
+        result = browser.wait_for("window.__result", timeout=15)
+        offered = results.get(timeout=5)
+        exc = results.get(timeout=5)
+    finally:
+        stop_server(server)
+    assert result["got"] == [
+        {"type": "text", "text": "héllo wörld ✓"},
+        {"type": "binary", "hex": "000102fffe80"},
+        {"type": "text", "text": "yes"},
+    ]
+    # Chromium offers permessage-deflate; without compression threadws declines it cleanly.
+    assert offered and "permessage-deflate" in offered
+    assert result["extensions"] == ""
+    assert result["code"] == 4001 and result["clean"] is True
+    assert exc.rcvd == (4001, "done ✓") and exc.sent == (4001, "")

@@ -1,0 +1,101 @@
+"""Interop with Node.js's `ws` package (a real peer threadws didn't write), both directions."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+from typing import Any
+
+import pytest
+
+import threadws
+from threadws import MessageType
+
+from .conftest import start_server, stop_server, url_of
+from .peers.node_peer import ensure_node_ws, run_node_client, start_node_echo_server
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module", autouse=True)
+def node_ws() -> None:
+    ensure_node_ws()
+
+
+def test_node_client_to_threadws_server():
+    closes: queue.Queue[Any] = queue.Queue()
+
+    def handler(conn: threadws.Conn) -> None:
+        try:
+            for message in conn:
+                conn.send(message)
+        except threadws.ConnectionClosed as exc:
+            closes.put(exc)
+            raise
+        closes.put(conn.close_exception)
+
+    server = start_server(handler)
+    big = bytes(range(256)) * 1024  # 256 KiB
+    try:
+        report = run_node_client(
+            url_of(server),
+            [
+                {"op": "send", "text": "héllo ✓", "expect_echo": True},
+                {"op": "send", "hex": "00ff7f80", "expect_echo": True},
+                {"op": "send", "text": "", "expect_echo": True},
+                {"op": "send", "hex": big.hex(), "expect_echo": True},
+                {"op": "send", "text": "frag", "fin": False},
+                {"op": "send", "text": "mented", "fin": True},
+                {"op": "expect", "text": "fragmented"},
+                {"op": "ping", "text": "are you there"},
+                {"op": "close", "code": 4000, "reason": "bye ✓"},
+            ],
+        )
+    finally:
+        stop_server(server)
+    assert report["ok"], report["errors"]
+    received = report["received"]
+    assert [m["type"] for m in received] == ["text", "binary", "text", "binary", "text"]
+    assert received[0]["text"] == "héllo ✓" and received[1]["hex"] == "00ff7f80"
+    assert received[3]["sha256"] == hashlib.sha256(big).hexdigest()
+    assert report["pongs"] == [{"hex": b"are you there".hex()}]
+    assert report["close"]["code"] == 4000 and report["close"]["initiated_by"] == "client"
+    exc = closes.get(timeout=5)
+    assert exc.rcvd == (4000, "bye ✓") and exc.sent == (4000, "") and exc.rcvd_then_sent
+
+
+def test_threadws_client_to_node_server():
+    with start_node_echo_server(control=True) as node:
+        conn = threadws.dial(node.url, ping_interval=None)
+        conn.send("héllo ✓")
+        assert conn.read_message(timeout=5) == (MessageType.TEXT, "héllo ✓")
+        big = bytes(range(256)) * 4096  # 1 MiB
+        conn.send(big)
+        assert conn.read_message(timeout=10) == (MessageType.BINARY, big)
+        conn.send(b"")
+        assert conn.recv(timeout=5) == b""
+        pongs: queue.Queue[bytes] = queue.Queue()
+        conn.set_pong_handler(pongs.put)
+        conn.write_control(MessageType.PING, b"ping from python")
+        assert pongs.get(timeout=5) == b"ping from python"
+        conn.close(4002, "done ✓")
+        close = node.wait_for_close()
+        assert (close["code"], close["reason"]) == (4002, "done ✓")
+        exc = conn.close_exception
+        assert isinstance(exc, threadws.ConnectionClosedError)
+        assert exc.sent == (4002, "done ✓") and exc.rcvd is not None and exc.rcvd.code == 4002
+
+        # The Node server starts the close this time.
+        conn = threadws.dial(node.url, ping_interval=None)
+        conn.send("!close 4005 server says bye")
+        with pytest.raises(threadws.ConnectionClosedError) as info:
+            conn.recv(timeout=5)
+        assert (info.value.code, info.value.reason) == (4005, "server says bye")
+        assert conn.wait_closed(5)
+
+        # And drops TCP without a close frame.
+        conn = threadws.dial(node.url, ping_interval=None)
+        conn.send("!terminate")
+        with pytest.raises(threadws.ConnectionClosedError) as info:
+            conn.recv(timeout=5)
+        assert info.value.code == threadws.CloseCode.ABNORMAL_CLOSURE and info.value.rcvd is None
