@@ -531,3 +531,14 @@ def test_no_wsproto_exception_reaches_the_user(pair, role):
     ):
         with pytest.raises(ConnectionClosedOK):
             call()
+
+
+def test_write_control_close_is_bounded_by_close_timeout(pair, role):
+    conn, peer = pair(role, close_timeout=0.3)
+    conn.write_control(MessageType.CLOSE, (1000).to_bytes(2, "big") + b"bye", deadline=time.monotonic() + 5)
+    event = peer.expect_close()
+    assert (event.code, event.reason) == (1000, "bye")
+    peer.send(event.response())  # ...but the peer never closes TCP
+    assert conn.wait_closed(5)
+    exc = conn.close_exception
+    assert isinstance(exc, ConnectionClosedOK) and exc.rcvd == (1000, "")

@@ -479,6 +479,8 @@ class Conn:
         Every blocked call wakes with ConnectionClosed. Waits (briefly) for the
         connection's threads unless called from one of them.
         """
+        if self._ended.is_set():
+            return
         self._note("aborted")
         self._shutdown()
         if threading.current_thread() not in (self._reader, self._writer):
@@ -549,14 +551,16 @@ class Conn:
             except LocalProtocolError:
                 return False
             item = _CloseFrame(frame, Close(code, reason), fail, done)
+            # Set before the writer can see the frame, so its next timer wait
+            # includes the closing handshake's deadline.
+            if self._close_deadline is None:
+                self._close_deadline = _monotonic() + self._close_timeout
             if fail:
                 self._discarding = True
                 self._ctrl.append(item)
                 self._wq.put(_WAKE)
             else:
                 self._wq.put(item)
-        if self._close_deadline is None:
-            self._close_deadline = _monotonic() + self._close_timeout
         return True
 
     def _fail(self, code: int, reason: str, detail: str, cause: BaseException | None = None) -> None:
