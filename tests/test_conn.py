@@ -541,4 +541,4 @@ def test_write_control_close_is_bounded_by_close_timeout(pair, role):
     peer.send(event.response())  # ...but the peer never closes TCP
     assert conn.wait_closed(5)
     exc = conn.close_exception
-    assert isinstance(exc, ConnectionClosedOK) and exc.rcvd == (1000, "")
+    assert isinstance(exc, ConnectionClosedOK) and exc.rcvd == (1000, "bye")
