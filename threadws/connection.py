@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import Any, Union
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.frame_protocol import CloseReason
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
@@ -546,8 +547,10 @@ class Conn:
         with self._lock:
             if self._shut:
                 return False
+            # wsproto sends an empty close frame only for its own enum member.
+            wire_code = CloseReason.NO_STATUS_RCVD if code == CloseCode.NO_STATUS_RCVD else code
             try:
-                frame = self._ws.send(CloseConnection(code=code, reason=reason))
+                frame = self._ws.send(CloseConnection(code=wire_code, reason=reason))
             except LocalProtocolError:
                 return False
             item = _CloseFrame(frame, Close(code, reason), fail, done)
@@ -665,7 +668,8 @@ class Conn:
                 self._call_handler(self._pong_handler, event.payload)
             elif kind is CloseConnection:
                 if state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
-                    self._on_close(event.code, event.reason or "")
+                    # REMOTE_CLOSING: the peer closed first; CLOSED: it answered ours.
+                    self._on_close(event.code, event.reason or "", state is ConnectionState.REMOTE_CLOSING)
                 else:
                     # wsproto reports a protocol violation as a CloseConnection
                     # without changing state: the peer sent no close frame.
@@ -708,11 +712,10 @@ class Conn:
             self._reader_paused = False
         return True
 
-    def _on_close(self, code: int, reason: str) -> None:
+    def _on_close(self, code: int, reason: str, peer_first: bool) -> None:
         self._discarding = True
         self._rcvd = Close(code, reason)
-        if self._sent is None:
-            self._rcvd_then_sent = True
+        self._rcvd_then_sent = peer_first
         if self._close_deadline is None:
             self._close_deadline = _monotonic() + self._close_timeout
             self._wq.put(_WAKE)
@@ -736,7 +739,8 @@ class Conn:
             self._sock.close()
         except OSError:
             pass
-        exc = closed_exception(self._rcvd, self._sent, self._rcvd_then_sent, self._detail)
+        both = self._rcvd is not None and self._sent is not None
+        exc = closed_exception(self._rcvd, self._sent, self._rcvd_then_sent if both else None, self._detail)
         exc.__cause__ = self._cause
         self._closed_exc = exc
         self._inq.put(_ENDED)
@@ -818,10 +822,12 @@ class Conn:
                         done.append(item.done)
         if stop:
             return False
+        # Record what goes out *before* sending it: on a fast link the answer
+        # (a pong, the peer's close) can be back before sendmsg returns.
         if ping:
-            # Stamp the ping *before* sending: on a fast link the pong can be
-            # back before sendmsg returns, and must count as the answer.
             self._ping_sent = _monotonic()
+        if close is not None:
+            self._sent = close.close
         if bufs:
             self._send(bufs)
         if data_items:
@@ -829,9 +835,6 @@ class Conn:
         for event in done:
             event.set()
         if close is not None:
-            self._sent = close.close
-            if self._rcvd is None:
-                self._rcvd_then_sent = False
             if close.fail:
                 self._shutdown()
                 return False
