@@ -542,3 +542,22 @@ def test_write_control_close_is_bounded_by_close_timeout(pair, role):
     assert conn.wait_closed(5)
     exc = conn.close_exception
     assert isinstance(exc, ConnectionClosedOK) and exc.rcvd == (1000, "bye")
+
+
+@pytest.mark.parametrize(("error", "code"), [(RuntimeError, 1011), (KeyboardInterrupt, 1001)])
+def test_context_manager_on_exception(pair, role, error, code):
+    conn, peer = pair(role)
+    answered: list[int] = []
+
+    def answer() -> None:
+        event = peer.expect_close()
+        answered.append(event.code)
+        peer.send(event.response())
+
+    helper = threading.Thread(target=answer, name="test-peer")
+    helper.start()
+    with pytest.raises(error):
+        with conn:
+            raise error()
+    helper.join(5)
+    assert answered == [code]

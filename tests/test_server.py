@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import threadws
-from threadws import CloseCode, ConnectionClosedError, ConnectionClosedOK, MessageType
+from threadws import CloseCode, ConnectionClosedError, ConnectionClosedOK, HandshakeError, MessageType
 
 from .conftest import start_server, stop_server, url_of, wait_until
 
@@ -273,3 +273,25 @@ def test_upgrade_in_http_server_refuses_politely(stdlib_server):
             response += chunk
     assert response.startswith(b"HTTP/1.1 426 ")
     assert b"Sec-WebSocket-Version: 13" in response
+
+
+def test_path_restricts_upgrades_and_no_directory_listing(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "page.html").write_text("page")
+    server = start_server(lambda conn: conn.send(conn.path), path="/ws", static_dir=tmp_path)
+    try:
+        host, port = server.server_address
+        with urllib.request.urlopen(f"http://{host}:{port}/page.html", timeout=5) as response:
+            assert response.read() == b"page"
+        for listing in ("/", "/sub/"):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(f"http://{host}:{port}{listing}", timeout=5)
+            assert info.value.code == 404
+        with pytest.raises(HandshakeError) as refused:
+            threadws.dial(url_of(server, "/elsewhere"))
+        assert refused.value.status == 404
+        conn = threadws.dial(url_of(server, "/ws?x=1"), ping_interval=None)
+        assert conn.recv(timeout=5) == "/ws?x=1"
+        conn.close()
+    finally:
+        stop_server(server)

@@ -520,8 +520,10 @@ class Conn:
     ) -> None:
         if exc is None or isinstance(exc, ConnectionClosed):
             self.close()
-        else:
+        elif isinstance(exc, Exception):
             self.close(CloseCode.INTERNAL_ERROR)
+        else:  # KeyboardInterrupt, SystemExit: leaving, not failing
+            self.close(CloseCode.GOING_AWAY)
 
     # --- internals shared by both threads -----------------------------------
 

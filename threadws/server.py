@@ -179,6 +179,11 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
         if not self._parse(head, rest):
             return
         wants_websocket = "websocket" in (self.headers.get("Upgrade") or "").lower()
+        if owner.path is not None and self.path.split("?", 1)[0] != owner.path:
+            if owner.static_dir is None or wants_websocket:
+                self._answer_error(HandshakeError("not found", 404))
+                return
+            wants_websocket = False
         if owner.static_dir is not None and not wants_websocket and self.command in ("GET", "HEAD"):
             self.connection.settimeout(owner.handshake_timeout)
             method = self.do_GET if self.command == "GET" else self.do_HEAD
@@ -206,6 +211,11 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(400, "Bad request headers")
         self.rfile = io.BytesIO(rest)  # what follows the head belongs to the WebSocket
         return ok
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        # Serve files, never a listing of what else lies in the directory.
+        self.send_error(404, "File not found")
+        return None
 
     def _answer_error(self, error: HandshakeError) -> None:
         try:
@@ -263,6 +273,7 @@ class Server:
         port: int,
         *,
         upgrader: Upgrader | None = None,
+        path: str | None = None,
         static_dir: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = 10.0,
@@ -270,6 +281,7 @@ class Server:
         max_header_bytes: int = 16384,
     ) -> None:
         self.handler = handler
+        self.path = path
         self.upgrader = upgrader or Upgrader()
         self.static_dir = os.fspath(static_dir) if static_dir is not None else None
         self.ssl_context = ssl_context
@@ -388,6 +400,7 @@ def serve(
     port: int = 0,
     *,
     upgrader: Upgrader | None = None,
+    path: str | None = None,
     static_dir: str | os.PathLike[str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     handshake_timeout: float = 10.0,
@@ -417,8 +430,13 @@ def serve(
             :attr:`Server.server_address`).
         upgrader: the :class:`Upgrader` (origin policy, subprotocols,
             per-connection settings); the default is same-origin only.
+        path: if given, WebSocket upgrades are accepted only at this path
+            (``"/ws"``); requests for other paths get 404 unless
+            *static_dir* serves them. None accepts upgrades at any path (the
+            handler sees ``conn.path``).
         static_dir: if given, plain GET and HEAD requests (not WebSocket
-            upgrades) are answered with files from this directory.
+            upgrades) are answered with files from this directory
+            (``index.html`` for a directory; never a listing).
         ssl_context: a server-side TLS context to serve ``wss://``.
         handshake_timeout: seconds a client has to send its whole request
             head; slower ones are dropped.
@@ -430,6 +448,7 @@ def serve(
         host,
         port,
         upgrader=upgrader,
+        path=path,
         static_dir=static_dir,
         ssl_context=ssl_context,
         handshake_timeout=handshake_timeout,

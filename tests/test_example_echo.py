@@ -1,0 +1,222 @@
+"""The echo example (examples/echo), run the way a reader would: server and client as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+import threadws
+from threadws import CloseCode, MessageType
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "echo"
+STARTUP_TIMEOUT = 15.0
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[bytes]
+    url: str  # the page, as printed: http://127.0.0.1:PORT/
+    stderr_path: Path
+
+    @property
+    def netloc(self) -> str:
+        return urlsplit(self.url).netloc
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.netloc}/echo"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def example_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def read_line(proc: subprocess.Popen[bytes], deadline: float) -> str:
+    """The first line *proc* writes to stdout, read without blocking past *deadline*."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no complete line from the server in time; got {data!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"the server exited (code {proc.wait(5)}) before printing its URL; got {data!r}")
+            data += chunk
+    return data.split(b"\n", 1)[0].decode()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[[], RunningServer]]:
+    """Start examples/echo/server.py on a free port; every server started is killed at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> RunningServer:
+        stderr_path = tmp_path / f"server-{len(procs)}.stderr"
+        with open(stderr_path, "wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, str(EXAMPLE / "server.py"), "--host", "127.0.0.1", "--port", "0"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=example_env(),
+                bufsize=0,
+            )
+        procs.append(proc)
+        line = read_line(proc, time.monotonic() + STARTUP_TIMEOUT)
+        match = re.search(r"http://\S+", line)
+        assert match, f"no URL in the server's first line: {line!r}"
+        url = match.group(0)
+        parts = urlsplit(url)
+        assert parts.hostname == "127.0.0.1"
+        assert parts.port not in (None, 0), f"the printed URL must show the real port: {url}"
+        assert parts.path == "/"
+        return RunningServer(proc, url, stderr_path)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@pytest.fixture
+def server(start_server: Callable[[], RunningServer]) -> RunningServer:
+    return start_server()
+
+
+def test_home_page_is_served_at_root(server: RunningServer) -> None:
+    with urllib.request.urlopen(server.url, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers.get_content_type() == "text/html"
+        body = response.read()
+    assert body == (EXAMPLE / "home.html").read_bytes()
+    page = body.decode()
+    for element_id in ("msg", "open", "send", "close", "output"):  # what a browser test drives
+        assert f'id="{element_id}"' in page
+    assert "location.host" in page  # the ws:// URL follows whatever port the page came from
+
+
+def test_other_paths_are_404(server: RunningServer) -> None:
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://{server.netloc}/server.py", timeout=10)
+    assert info.value.code == 404
+    info.value.close()
+
+
+def test_client_count_mode(server: RunningServer) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "client.py"), server.ws_url, "--count", "20"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        env=example_env(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert lines == [f"message {i} of 20" for i in range(1, 21)] + ["all 20 messages came back"]
+    assert result.stderr == b""
+
+
+def test_client_echoes_stdin_lines(server: RunningServer) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "client.py"), server.ws_url],
+        input="hello\n\nwörld ✓\n".encode(),
+        capture_output=True,
+        check=False,
+        env={**example_env(), "PYTHONIOENCODING": "utf-8"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == "hello\n\nwörld ✓\n"
+
+
+def test_client_reports_a_refused_handshake(server: RunningServer) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "client.py"), f"ws://{server.netloc}/nope", "--count", "1"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        env=example_env(),
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert b"cannot connect" in result.stderr and b"404" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_echo_keeps_text_as_text_and_binary_as_binary(server: RunningServer) -> None:
+    with threadws.dial(server.ws_url) as conn:
+        conn.send("héllo ✓")
+        assert conn.read_message(timeout=10) == (MessageType.TEXT, "héllo ✓")
+        conn.send(b"\x00\xff\x80binary")
+        assert conn.read_message(timeout=10) == (MessageType.BINARY, b"\x00\xff\x80binary")
+        big = os.urandom(200_000)
+        conn.send(big)
+        assert conn.recv(timeout=10) == big
+        conn.send("")
+        assert conn.read_message(timeout=10) == (MessageType.TEXT, "")
+    with pytest.raises(threadws.ConnectionClosedOK):
+        conn.recv(timeout=10)
+    assert conn.close_exception is not None and conn.close_exception.code == CloseCode.NORMAL_CLOSURE
+
+
+def test_only_its_own_origin_may_connect(server: RunningServer) -> None:
+    with pytest.raises(threadws.HandshakeError) as info:
+        threadws.dial(server.ws_url, origin="http://evil.example")
+    assert info.value.status == 403
+    # The page the server served itself has the server's own origin: allowed.
+    with threadws.dial(server.ws_url, origin=f"http://{server.netloc}") as conn:
+        conn.send("same origin")
+        assert conn.recv(timeout=10) == "same origin"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_the_server_cleanly(start_server: Callable[[], RunningServer], signum: signal.Signals) -> None:
+    server = start_server()
+    conn = threadws.dial(server.ws_url)
+    try:
+        conn.send("still there?")
+        assert conn.recv(timeout=10) == "still there?"  # the server is serving this connection
+        server.proc.send_signal(signum)
+        # Open connections are told the server is going away, then it exits with 0.
+        with pytest.raises(threadws.ConnectionClosedOK) as info:
+            conn.recv(timeout=10)
+        assert info.value.code == CloseCode.GOING_AWAY
+        assert server.proc.wait(timeout=5) == 0, server.stderr()
+    finally:
+        conn.abort()
+    assert "Traceback" not in server.stderr()
+    with pytest.raises(OSError):
+        threadws.dial(server.ws_url, timeout=5)  # nothing listens any more
