@@ -93,17 +93,21 @@ def test_wrong_types_are_refused(pair, role):
     close_cleanly(conn, peer)
 
 
+def finish_peer_close(peer: Peer) -> CloseConnection:
+    """The peer closed: read threadws's reply, then close TCP if the peer is the server."""
+    reply = peer.expect_close()
+    if not peer.client:
+        peer.sock.shutdown(socket.SHUT_WR)
+    return reply
+
+
 def test_iteration_ends_on_normal_close(pair, role):
     conn, peer = pair(role)
     peer.send(TextMessage(data="one"))
     peer.send(BytesMessage(data=b"two"))
     peer.send(CloseConnection(code=1000, reason="done"))
-    assert list(conn) == ["one", b"two"]
-    reply = peer.expect_close()
-    assert reply.code == 1000
-    exc = conn.close_exception or wait_until(lambda: conn.close_exception, 5) if role == "server" else None
-    if role == "client":
-        peer.sock.shutdown(socket.SHUT_WR)  # peer is the server: it closes TCP first
+    assert finish_peer_close(peer).code == 1000  # answered without the application
+    assert list(conn) == ["one", b"two"]  # ...and nothing that arrived before is lost
     assert conn.wait_closed(5)
     exc = conn.close_exception
     assert isinstance(exc, ConnectionClosedOK)
@@ -114,15 +118,13 @@ def test_iteration_raises_on_error_close(pair, role):
     conn, peer = pair(role)
     peer.send(TextMessage(data="one"))
     peer.send(CloseConnection(code=4001, reason="bye"))
+    assert finish_peer_close(peer).code == 4001  # the default close handler echoes the code
     received = []
     with pytest.raises(ConnectionClosedError) as info:
         for message in conn:
             received.append(message)
-            if role == "client":
-                pass
     assert received == ["one"]
     assert info.value.code == 4001 and info.value.reason == "bye"
-    assert peer.expect_close().code == 4001  # the default close handler echoes the code
 
 
 # --- control frames -------------------------------------------------------------
@@ -298,7 +300,12 @@ def test_peer_eof_without_close_is_1006(pair, role):
 
 def test_context_manager_closes(pair, role):
     conn, peer = pair(role)
-    closer = threading.Thread(target=lambda: peer.send(peer.expect_close().response()), name="test-peer")
+    def answer() -> None:
+        peer.send(peer.expect_close().response())
+        if not peer.client:
+            peer.sock.shutdown(socket.SHUT_WR)
+
+    closer = threading.Thread(target=answer, name="test-peer")
     closer.start()
     with conn:
         conn.send("inside")
@@ -553,6 +560,8 @@ def test_context_manager_on_exception(pair, role, error, code):
         event = peer.expect_close()
         answered.append(event.code)
         peer.send(event.response())
+        if not peer.client:
+            peer.sock.shutdown(socket.SHUT_WR)  # the peer is the server: it closes TCP first
 
     helper = threading.Thread(target=answer, name="test-peer")
     helper.start()
