@@ -570,3 +570,30 @@ def test_context_manager_on_exception(pair, role, error, code):
             raise error()
     helper.join(5)
     assert answered == [code]
+
+
+def test_protocol_error_comes_after_the_messages_before_it(pair, role):
+    conn, peer = pair(role)
+    # A good message and a bad frame in one packet: the application still gets
+    # the message, and its reply goes out before the close frame (Autobahn 3.2).
+    peer.send_raw(peer.frame(1, b"first") + peer.frame(1, b"bad", rsv=2))
+    assert conn.recv(timeout=5) == "first"
+    conn.send("reply")
+    with pytest.raises(ConnectionClosedError) as info:
+        conn.recv(timeout=5)
+    assert "protocol error" in str(info.value) and info.value.sent is not None
+    assert info.value.sent.code == CloseCode.PROTOCOL_ERROR
+    reply = peer.next_event()
+    assert isinstance(reply, TextMessage) and reply.data == "reply"
+    assert peer.expect_close().code == CloseCode.PROTOCOL_ERROR
+
+
+def test_protocol_error_not_read_fails_within_close_timeout(pair, role):
+    conn, peer = pair(role, close_timeout=0.3)
+    peer.send_raw(peer.frame(1, b"unread") + peer.frame(1, b"bad", rsv=2))
+    # The application never reads: the close comes anyway, after close_timeout.
+    assert peer.expect_close(timeout=5).code == CloseCode.PROTOCOL_ERROR
+    assert conn.wait_closed(5)
+    assert conn.recv(timeout=5) == "unread"  # what arrived before the error is still there
+    with pytest.raises(ConnectionClosedError):
+        conn.recv(timeout=5)

@@ -126,6 +126,17 @@ class _ControlFrame:
         self.done = done
 
 
+class _Failure:
+    """A protocol error, queued for the application at the point where it occurred."""
+
+    __slots__ = ("code", "detail", "reason")
+
+    def __init__(self, code: int, reason: str, detail: str) -> None:
+        self.code = code
+        self.reason = reason
+        self.detail = detail
+
+
 def _default_pong_handler(payload: bytes) -> None:
     pass
 
@@ -214,6 +225,8 @@ class Conn:
         self._detail = ""
         self._cause: BaseException | None = None
         self._discarding = False  # the reader ignores input after a close or a failure
+        self._pending_failure: _Failure | None = None  # a protocol error the application hasn't reached
+        self._fail_deadline = 0.0
         self._shut = False
         self._closed_exc: ConnectionClosed | None = None
         self._ended = threading.Event()
@@ -245,13 +258,20 @@ class Conn:
             ConnectionClosed: the connection has ended and every message that
                 arrived before the end has been read.
         """
-        try:
-            item = self._inq.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no message within {timeout} s") from None
-        if item is _ENDED:
-            self._inq.put(_ENDED)  # for the next reader: the end is sticky
-            raise self._final_exception()
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            try:
+                item = self._inq.get(timeout=None if deadline is None else max(0.0, deadline - _monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no message within {timeout} s") from None
+            if item is _ENDED:
+                self._inq.put(_ENDED)  # for the next reader: the end is sticky
+                raise self._final_exception()
+            if type(item) is not _Failure:
+                break
+            # The application has read everything that arrived before the
+            # error (and queued its replies): now the close frame goes out.
+            self._fail(item.code, item.reason, item.detail, ordered=True)
         message_type, data, size = item
         self._in_budget.release(size)
         return message_type, data
@@ -544,7 +564,9 @@ class Conn:
             self._ctrl.append(_ControlFrame(frame, isinstance(event, Ping), done))
             self._wq.put(_WAKE)
 
-    def _queue_close(self, code: int, reason: str, *, fail: bool, done: threading.Event | None) -> bool:
+    def _queue_close(
+        self, code: int, reason: str, *, fail: bool, done: threading.Event | None, ordered: bool = False
+    ) -> bool:
         """Produce our close frame and queue it; False if one was already sent."""
         with self._lock:
             if self._shut:
@@ -560,7 +582,7 @@ class Conn:
             # includes the closing handshake's deadline.
             if self._close_deadline is None:
                 self._close_deadline = _monotonic() + self._close_timeout
-            if fail:
+            if fail and not ordered:
                 self._discarding = True
                 self._ctrl.append(item)
                 self._wq.put(_WAKE)
@@ -568,12 +590,38 @@ class Conn:
                 self._wq.put(item)
         return True
 
-    def _fail(self, code: int, reason: str, detail: str, cause: BaseException | None = None) -> None:
-        """Fail the connection (RFC 6455 section 7.1.7): send *code* and drop the connection."""
+    def _fail(
+        self, code: int, reason: str, detail: str, cause: BaseException | None = None, *, ordered: bool = False
+    ) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): send *code* and drop the connection.
+
+        The close frame jumps ahead of queued messages, unless *ordered*.
+        """
         self._note(detail, cause)
         self._discarding = True
-        if not self._queue_close(code, reason, fail=True, done=None):
+        self._pending_failure = None
+        if not self._queue_close(code, reason, fail=True, done=None, ordered=ordered):
             self._shutdown()
+
+    def _fail_in_order(self, code: int, reason: str, detail: str) -> None:
+        """Fail because of what the peer sent, at that point of the message stream.
+
+        Like gorilla's sequential reads: the application first gets the
+        messages that arrived before the error, so its replies to them go out
+        before the close frame (Autobahn 3.2, 4.1.3 and the like expect that).
+        If it doesn't read them within close_timeout, the connection is failed
+        anyway (see _run_timers).
+        """
+        self._discarding = True
+        if self._in_budget.items == 0:
+            # Nothing undelivered: fail now, after the replies already queued.
+            self._fail(code, reason, detail, ordered=True)
+            return
+        failure = _Failure(code, reason, detail)
+        self._pending_failure = failure
+        self._fail_deadline = _monotonic() + self._close_timeout
+        self._inq.put(failure)
+        self._wq.put(_WAKE)
 
     def _shutdown(self) -> None:
         """Start tearing down: wake a blocked recv/sendmsg and the writer. Idempotent."""
@@ -675,7 +723,7 @@ class Conn:
                 else:
                     # wsproto reports a protocol violation as a CloseConnection
                     # without changing state: the peer sent no close frame.
-                    self._fail(event.code, event.reason or "", f"protocol error from peer: {event.reason}")
+                    self._fail_in_order(event.code, event.reason or "", f"protocol error from peer: {event.reason}")
                 return
             if self._discarding:
                 return
@@ -688,7 +736,7 @@ class Conn:
             n = len(data)
         size = self._msg_size + n
         if size > self._read_limit:
-            self._fail(
+            self._fail_in_order(
                 CloseCode.MESSAGE_TOO_BIG,
                 f"message too big (limit {self._read_limit} bytes)",
                 f"message over the read limit of {self._read_limit} bytes",
@@ -919,6 +967,12 @@ class Conn:
                 self._shutdown()
                 return None
             nxt = deadline
+        failure = self._pending_failure
+        if failure is not None:
+            if now >= self._fail_deadline:
+                self._fail(failure.code, failure.reason, failure.detail)
+            else:
+                nxt = self._fail_deadline if nxt is None else min(nxt, self._fail_deadline)
         deadline = self._close_deadline
         if deadline is not None:
             if now >= deadline:
