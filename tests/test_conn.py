@@ -12,7 +12,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 import threadws
 from threadws import CloseCode, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, MessageType
 
-from .conftest import ROLES, Peer, wait_until
+from .conftest import ROLES, Peer
 
 pytestmark = pytest.mark.parametrize("role", ROLES)
 

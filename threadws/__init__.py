@@ -23,7 +23,10 @@ from .exceptions import (
     is_close_error,
     is_unexpected_close_error,
 )
+from .hub import Hub
+from .prepared import PreparedMessage
 from .server import Server, Upgrader, serve
+from .streams import MessageReader, MessageWriter
 
 __all__ = [
     "CloseCode",
@@ -32,7 +35,11 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "HandshakeError",
+    "Hub",
+    "MessageReader",
     "MessageType",
+    "MessageWriter",
+    "PreparedMessage",
     "Server",
     "Upgrader",
     "dial",

@@ -47,7 +47,7 @@ def read_head(
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(max(4096, min(65536, max_head + 4 - len(buf))))
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError("HTTP head not received in time") from None
         if not chunk:
             raise HandshakeError("connection closed before the end of the HTTP head", 400)

@@ -113,7 +113,7 @@ def dial(
             request_headers=request_headers,
             response_headers=response_headers,
         )
-    except socket.timeout:
+    except TimeoutError:
         sock.close()
         raise TimeoutError(f"WebSocket handshake with {url} timed out after {timeout} s") from None
     except BaseException:

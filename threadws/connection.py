@@ -35,6 +35,7 @@ wakes the writer.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import queue
 import select
@@ -49,13 +50,15 @@ from types import TracebackType
 from typing import Any, Union
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.frame_protocol import CloseReason
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
 from .enums import CloseCode, MessageType, check_close_code
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
+from .prepared import PreparedMessage
+from .streams import MessageReader, MessageWriter
 
 __all__ = ["Conn", "Settings"]
 
@@ -71,6 +74,8 @@ _ids = itertools.count(1)
 _RECV_SIZE = 256 * 1024
 #: Linux's IOV_MAX: the most buffers one sendmsg takes.
 _IOV_MAX = 1024
+#: A writer stuck on a peer that doesn't read wakes this often to keep the clocks.
+_STALL_TICK = 1.0
 #: A message count bound next to the byte bounds, so tiny messages can't pile up.
 _MAX_QUEUED_MESSAGES = 4096
 
@@ -124,6 +129,18 @@ class _ControlFrame:
         self.data = data
         self.is_ping = is_ping
         self.done = done
+
+
+class _Chunk:
+    """Part of a message that arrives over several frames or reads."""
+
+    __slots__ = ("data", "fin", "message_type", "size")
+
+    def __init__(self, message_type: MessageType, data: Any, fin: bool, size: int) -> None:
+        self.message_type = message_type
+        self.data = data
+        self.fin = fin
+        self.size = size
 
 
 class _Failure:
@@ -194,12 +211,25 @@ class Conn:
         # Inbound: reader -> application.
         self._inq: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._in_budget = Budget(settings.max_read_queue, _MAX_QUEUED_MESSAGES)
-        self._parts: list[Any] = []
-        self._msg_size = 0
+        self._msg_size = 0  # bytes of the message being received so far
+        self._in_message = False  # the reader is between a message's first and last chunk
+        # Consumers take messages one at a time: whole ones (read_message) or
+        # chunk by chunk (next_reader). A read_message that timed out mid-message
+        # keeps what it had in _partial for the next call.
+        self._read_lock = threading.Lock()
+        self._partial: list[Any] = []
+        self._partial_type = MessageType.BINARY
+        self._current_reader: MessageReader | None = None
         # Outbound: application -> writer. Data frames on _wq, control frames on _ctrl.
         self._wq: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ctrl: deque[_ControlFrame | _CloseFrame] = deque()
         self._out_budget = Budget(settings.max_write_queue, _MAX_QUEUED_MESSAGES)
+        # Held while one whole message is framed and queued, or for the life
+        # of a MessageWriter, so that messages never interleave.
+        self._msg_lock = threading.Lock()
+        self._streaming: MessageWriter | None = None
+        self._write_policy = "block"
+        self._full_close_code: int = CloseCode.POLICY_VIOLATION
 
         self._ping_handler: Callable[[bytes], None] = self._default_ping_handler
         self._pong_handler: Callable[[bytes], None] = _default_pong_handler
@@ -259,6 +289,77 @@ class Conn:
                 arrived before the end has been read.
         """
         deadline = None if timeout is None else _monotonic() + timeout
+        self._acquire_reading(deadline, timeout)
+        try:
+            self._discard_current_reader()
+            parts = self._partial
+            while True:
+                item = self._next_item(deadline, timeout)
+                if type(item) is tuple:
+                    return item[0], item[1]
+                if not parts:
+                    self._partial_type = item.message_type
+                parts.append(item.data)
+                if item.fin:
+                    self._partial = []
+                    return self._partial_type, ("" if type(parts[0]) is str else b"").join(parts)
+        finally:
+            self._read_lock.release()
+
+    def next_reader(self, timeout: float | None = None) -> tuple[MessageType, MessageReader]:
+        """Wait for the next message and return ``(message_type, reader)`` to stream it.
+
+        The reader is a binary file-like object (``read(n)``, ``readinto``,
+        iteration over chunks as they arrive) that never holds the whole
+        message; text arrives as its UTF-8 bytes, already validated (wrap it
+        in ``io.TextIOWrapper(io.BufferedReader(reader), "utf-8")`` to decode as
+        you go). The read limit still applies to the whole message. Calling
+        ``next_reader`` or ``read_message`` again discards whatever the
+        previous reader left unread (gorilla's rule). Use a reader from one
+        thread at a time.
+
+        Raises:
+            TimeoutError: no message began within *timeout*.
+            ConnectionClosed: the connection has ended.
+        """
+        deadline = None if timeout is None else _monotonic() + timeout
+        self._acquire_reading(deadline, timeout)
+        try:
+            self._discard_current_reader()
+            if self._partial:  # left by a read_message that timed out
+                first: list[Any] = self._partial
+                message_type, done = self._partial_type, False
+                self._partial = []
+            else:
+                item = self._next_item(deadline, timeout)
+                if type(item) is tuple:
+                    message_type, first, done = item[0], [item[1]], True
+                else:
+                    message_type, first, done = item.message_type, [item.data], item.fin
+            reader = MessageReader(self, message_type, first, done)
+            self._current_reader = reader
+            return message_type, reader
+        finally:
+            self._read_lock.release()
+
+    def read_json(self, timeout: float | None = None) -> Any:
+        """Read the next message and parse it as JSON.
+
+        Raises:
+            ValueError: (a :class:`json.JSONDecodeError`) the message is not
+                JSON; it is consumed, and the connection stays usable.
+            TimeoutError, ConnectionClosed: as for :meth:`read_message`.
+        """
+        data = self.read_message(timeout)[1]
+        return json.loads(data)
+
+    def _acquire_reading(self, deadline: float | None, timeout: float | None) -> None:
+        wait = -1 if deadline is None else max(0.0, deadline - _monotonic())
+        if not self._read_lock.acquire(timeout=wait):
+            raise TimeoutError(f"no message within {timeout} s")
+
+    def _next_item(self, deadline: float | None, timeout: float | None = None) -> Any:
+        """The next message or chunk from the reader thread (holding the read lock)."""
         while True:
             try:
                 item = self._inq.get(timeout=None if deadline is None else max(0.0, deadline - _monotonic()))
@@ -267,14 +368,23 @@ class Conn:
             if item is _ENDED:
                 self._inq.put(_ENDED)  # for the next reader: the end is sticky
                 raise self._final_exception()
-            if type(item) is not _Failure:
-                break
-            # The application has read everything that arrived before the
-            # error (and queued its replies): now the close frame goes out.
-            self._fail(item.code, item.reason, item.detail, ordered=True)
-        message_type, data, size = item
-        self._in_budget.release(size)
-        return message_type, data
+            if type(item) is _Failure:
+                # The application has read everything that arrived before the
+                # error (and queued its replies): now the close frame goes out.
+                self._fail(item.code, item.reason, item.detail, ordered=True)
+                continue
+            self._in_budget.release(item[2] if type(item) is tuple else item.size)
+            return item
+
+    def _discard_current_reader(self) -> None:
+        reader = self._current_reader
+        if reader is None:
+            return
+        self._current_reader = None
+        while not reader._done:
+            item = self._next_item(None)
+            reader._done = type(item) is tuple or item.fin
+        reader._discarded = True
 
     def recv(self, timeout: float | None = None) -> Data:
         """Like :meth:`read_message` but return only the data: ``str`` for text, ``bytes`` for binary."""
@@ -318,58 +428,166 @@ class Conn:
 
     # --- writing ------------------------------------------------------
 
-    def write_message(self, message_type: MessageType, data: Data, timeout: float | None = None) -> None:
+    def write_message(self, message_type: MessageType, data: Data, timeout: float | None = None) -> bool:
         """Queue one message for sending.
 
         Args:
             message_type: :attr:`MessageType.TEXT` (``str``, or UTF-8 ``bytes``)
                 or :attr:`MessageType.BINARY` (bytes-like).
             data: the payload.
-            timeout: how long to wait for room when the send queue is full
-                (``max_write_queue`` bytes); None waits as long as it takes.
+            timeout: under the default ``"block"`` write policy, how long to
+                wait for room when the send queue is full; None waits as long
+                as it takes. See :meth:`set_write_policy` for the others.
 
-        Returns once the message is queued; the writer thread sends it in order.
+        Returns True once the message is queued (the writer thread sends it in
+        order), False if the ``"drop"`` policy dropped it.
 
         Raises:
             TimeoutError: the queue stayed full for *timeout*; nothing was
                 queued and the connection is still usable.
-            ConnectionClosed: the connection is closing or has ended.
+            queue.Full: the queue is full and the policy is ``"raise"``.
+            ConnectionClosed: the connection is closing or has ended (or the
+                ``"close"`` policy just closed it).
             TypeError, ValueError: wrong type for *message_type*, invalid UTF-8.
         """
-        event: TextMessage | BytesMessage
-        if message_type == MessageType.TEXT:
-            if not isinstance(data, str):
-                try:
-                    data = bytes(data).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ValueError("text message data is not valid UTF-8") from None
-            event = TextMessage(data=data)
-        elif message_type == MessageType.BINARY:
-            if isinstance(data, str):
-                raise TypeError("binary message data must be bytes-like, not str")
-            event = BytesMessage(data=data)
-        else:
-            raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
+        return self._write(_event_for(message_type, data), None, timeout, self._write_policy)
+
+    def send(self, data: Data, timeout: float | None = None) -> bool:
+        """Send a ``str`` as a text message or bytes-like data as a binary one.
+
+        See :meth:`write_message` for *timeout*, the result and what it raises.
+        """
+        return self.write_message(MessageType.TEXT if isinstance(data, str) else MessageType.BINARY, data, timeout)
+
+    def try_send(self, message: Data | PreparedMessage) -> bool:
+        """Queue a message if there is room right now; never blocks.
+
+        *message* is a ``str`` (text), bytes-like (binary) or a
+        :class:`PreparedMessage`. Returns False, leaving the connection as it
+        is, when the send queue is full or another thread is streaming a
+        message (:meth:`next_writer`).
+
+        Raises:
+            ConnectionClosed: the connection is closing or has ended.
+        """
+        if isinstance(message, PreparedMessage):
+            return self._write(None, message, 0, "try")
+        kind = MessageType.TEXT if isinstance(message, str) else MessageType.BINARY
+        return self._write(_event_for(kind, message), None, 0, "try")
+
+    def write_json(self, obj: Any, timeout: float | None = None) -> bool:
+        """Send *obj* as a JSON text message (see :meth:`write_message`).
+
+        Raises:
+            TypeError, ValueError: *obj* can't be serialized; nothing is sent.
+        """
+        return self._write(TextMessage(data=json.dumps(obj)), None, timeout, self._write_policy)
+
+    def write_prepared(self, message: PreparedMessage, timeout: float | None = None) -> bool:
+        """Send a :class:`PreparedMessage`, framed once for every server-side connection.
+
+        Same results and errors as :meth:`write_message`.
+        """
+        return self._write(None, message, timeout, self._write_policy)
+
+    def set_write_policy(self, policy: str, close_code: int = CloseCode.POLICY_VIOLATION) -> None:
+        """Choose what happens when the send queue is full (``max_write_queue``
+        bytes, or 4096 messages).
+
+        * ``"block"`` (the default): wait up to the call's *timeout*, then
+          raise TimeoutError.
+        * ``"raise"``: raise :class:`queue.Full` at once.
+        * ``"drop"``: drop the message; the call returns False.
+        * ``"close"``: the peer is too slow: close the connection with
+          *close_code* (1008 by default; 1013 "try again later" also fits)
+          and raise ConnectionClosed.
+        """
+        if policy not in ("block", "raise", "drop", "close"):
+            raise ValueError(f"unknown write policy {policy!r}")
+        check_close_code(close_code)
+        self._write_policy = policy
+        self._full_close_code = close_code
+
+    def next_writer(
+        self, message_type: MessageType, *, buffer_size: int = 65536, timeout: float | None = None
+    ) -> MessageWriter:
+        """Start a message to be written piece by piece; use it as a context manager::
+
+            with conn.next_writer(MessageType.BINARY) as writer:
+                for chunk in source:
+                    writer.write(chunk)
+
+        Every *buffer_size* bytes go out as a fragment; closing the writer
+        sends the last one. Until then other threads' messages wait their
+        turn. *timeout* bounds each wait: for the turn to write, and for room
+        in the send queue.
+
+        Raises:
+            TimeoutError: another thread's message didn't finish within *timeout*.
+            ConnectionClosed: the connection is closing or has ended.
+        """
+        if message_type not in (MessageType.TEXT, MessageType.BINARY):
+            raise ValueError(f"next_writer takes TEXT or BINARY, not {message_type!r}")
+        if buffer_size <= 0:
+            raise ValueError("buffer_size must be positive")
         if self._shut:
             raise self._closing_exception()
+        if not self._msg_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"another message was still being written after {timeout} s")
+        writer = MessageWriter(self, message_type, buffer_size, timeout)
+        self._streaming = writer
+        return writer
+
+    def _write(self, event: Any, prepared: PreparedMessage | None, timeout: float | None, policy: str) -> bool:
+        """Queue one whole message: *event* for wsproto, or a prepared one."""
+        if self._shut:
+            raise self._closing_exception()
+        if policy == "block":
+            if not self._out_budget.wait_room(timeout):
+                raise TimeoutError(f"send queue still full after {timeout} s")
+        elif not self._out_budget.wait_room(0):
+            if policy == "try" or policy == "drop":
+                return False
+            if policy == "raise":
+                raise queue.Full("send queue full")
+            self._fail(self._full_close_code, "send queue full", "send queue full: the peer reads too slowly")
+            raise self._closing_exception()
+        if policy == "block":
+            if not self._msg_lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError(f"another message was still being written after {timeout} s")
+        # The message lock is only ever held for long by a MessageWriter: then
+        # a call that must not block reports a full queue; otherwise the wait
+        # is for another thread to finish framing one message.
+        elif not self._msg_lock.acquire(blocking=self._streaming is None):
+            if policy == "try" or policy == "drop":
+                return False
+            raise queue.Full("another thread is streaming a message")
+        try:
+            with self._lock:
+                if self._shut or self._ws.state is not ConnectionState.OPEN:
+                    raise self._closing_exception()
+                frame = self._ws.send(event) if prepared is None else prepared._frame_for(self)
+                self._out_budget.add(len(frame))
+                self._wq.put(frame)
+        finally:
+            self._msg_lock.release()
+        return True
+
+    def _write_fragment(self, text: bool, data: Any, final: bool, timeout: float | None) -> None:
+        """Queue one fragment of a streamed message (the caller holds the message lock)."""
         if not self._out_budget.wait_room(timeout):
             raise TimeoutError(f"send queue still full after {timeout} s")
+        event = TextMessage(data=data, message_finished=final) if text else BytesMessage(data=data, message_finished=final)
         with self._lock:
-            if self._shut:
+            if self._shut or self._ws.state is not ConnectionState.OPEN:
                 raise self._closing_exception()
-            try:
-                frame = self._ws.send(event)
-            except LocalProtocolError:
-                raise self._closing_exception() from None
+            frame = self._ws.send(event)
             self._out_budget.add(len(frame))
             self._wq.put(frame)
 
-    def send(self, data: Data, timeout: float | None = None) -> None:
-        """Send a ``str`` as a text message or bytes-like data as a binary one.
-
-        See :meth:`write_message` for *timeout* and what it raises.
-        """
-        self.write_message(MessageType.TEXT if isinstance(data, str) else MessageType.BINARY, data, timeout)
+    def _end_writer(self, writer: MessageWriter) -> None:
+        self._streaming = None
+        self._msg_lock.release()
 
     def write_control(self, message_type: MessageType, data: bytes = b"", deadline: float | None = None) -> None:
         """Send a control frame (RFC 6455 section 5.5); safe from any thread.
@@ -742,18 +960,19 @@ class Conn:
                 f"message over the read limit of {self._read_limit} bytes",
             )
             return False
-        if not event.message_finished:
-            self._parts.append(data)
-            self._msg_size = size
-            return True
-        if self._parts:
-            self._parts.append(data)
-            data = ("" if type(event) is TextMessage else b"").join(self._parts)
-            self._parts = []
-        self._msg_size = 0
         message_type = MessageType.TEXT if type(event) is TextMessage else MessageType.BINARY
-        self._inq.put((message_type, data, size))
-        if self._in_budget.add(size):
+        if event.message_finished and not self._in_message:
+            # The whole message in one event: the common case, one queue item.
+            self._inq.put((message_type, data, size))
+            queued = size
+        else:
+            # Part of a longer message: hand it over now, so a streaming
+            # consumer never holds the whole message, and neither do we.
+            self._inq.put(_Chunk(message_type, data, event.message_finished, n))
+            self._in_message = not event.message_finished
+            queued = n
+        self._msg_size = 0 if event.message_finished else size
+        if self._in_budget.add(queued):
             # Full: stop reading so TCP pushes back on the peer. Our own
             # keepalive must not blame the peer for the silence this causes.
             self._reader_paused = True
@@ -892,6 +1111,9 @@ class Conn:
         return True
 
     def _send(self, bufs: list[Any]) -> None:
+        """Send every buffer. Blocks only while the peer isn't reading, and then
+        wakes at least every _STALL_TICK to keep the clocks (a close requested
+        meanwhile, the deadlines, keepalive)."""
         sock = self._sock
         if self._ssl:
             # SSL sockets have no sendmsg; one record stream, resumed after a timeout.
@@ -906,12 +1128,19 @@ class Conn:
                 self._last_progress = _monotonic()
                 view = view[n:]
             return
+        # First try without waiting: the usual case, one system call and no
+        # change to the socket's timeout (which the reader shares).
+        flags = socket.MSG_DONTWAIT
         while bufs:
-            self._set_send_timeout()
             try:
-                n = sock.sendmsg(bufs[:_IOV_MAX])
-            except TimeoutError:
-                self._send_stalled()
+                n = sock.sendmsg(bufs[:_IOV_MAX], (), flags)
+            except (BlockingIOError, TimeoutError):
+                if flags:
+                    flags = 0
+                    self._set_send_timeout()
+                else:
+                    self._send_stalled()
+                    self._set_send_timeout()
                 continue
             self._last_progress = _monotonic()
             # Drop what went out; resume mid-buffer after a partial send.
@@ -922,25 +1151,28 @@ class Conn:
             bufs = bufs[i:]
             if n:
                 bufs[0] = memoryview(bufs[0])[n:]
+            if bufs and flags:
+                flags = 0  # a partial send: the socket buffer is full, wait from now on
+                self._set_send_timeout()
+        if not flags and self._sock_timeout is not None and not self._shut:
+            # Back to blocking mode, so the reader's recv is one system call again.
+            self._sock.settimeout(None)
+            self._sock_timeout = None
 
     def _set_send_timeout(self) -> None:
-        # Wake no later than the write deadline or the next timer. Only call
-        # settimeout (a syscall) when the current value is too long or much too
-        # short, so the steady state costs nothing.
+        """Wait no longer than the write deadline, the next timer or _STALL_TICK.
+
+        Only calls settimeout (a syscall) when the current value is too long or
+        much too short.
+        """
         now = _monotonic()
-        want: float | None = None
+        want = _STALL_TICK
         if self._write_deadline is not None:
-            want = self._write_deadline - now
+            want = min(want, self._write_deadline - now)
         if self._next_timer is not None:
-            until = self._next_timer - now
-            want = until if want is None else min(want, until)
-        current = self._sock_timeout
-        if want is None:
-            if current is not None:
-                self._sock.settimeout(None)
-                self._sock_timeout = None
-            return
+            want = min(want, self._next_timer - now)
         want = max(want, 0.001)
+        current = self._sock_timeout
         if current is None or current > want or current < want / 2:
             self._sock.settimeout(want)
             self._sock_timeout = want
@@ -1016,6 +1248,22 @@ class Conn:
             return None
         self._ping_sent = now  # stamped again just before the frame goes out
         return now + (timeout if timeout is not None else interval)
+
+
+def _event_for(message_type: MessageType, data: Any) -> TextMessage | BytesMessage:
+    """The wsproto event for a whole message, checking the data's type."""
+    if message_type == MessageType.TEXT:
+        if not isinstance(data, str):
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("text message data is not valid UTF-8") from None
+        return TextMessage(data=data)
+    if message_type == MessageType.BINARY:
+        if isinstance(data, str):
+            raise TypeError("binary message data must be bytes-like, not str")
+        return BytesMessage(data=data)
+    raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
 
 
 class _WriteDeadline(Exception):

@@ -215,7 +215,6 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
     def list_directory(self, path: str | os.PathLike[str]) -> None:
         # Serve files, never a listing of what else lies in the directory.
         self.send_error(404, "File not found")
-        return None
 
     def _answer_error(self, error: HandshakeError) -> None:
         try:
