@@ -220,3 +220,27 @@ def test_signal_stops_the_server_cleanly(start_server: Callable[[], RunningServe
     assert "Traceback" not in server.stderr()
     with pytest.raises(OSError):
         threadws.dial(server.ws_url, timeout=5)  # nothing listens any more
+
+
+@pytest.mark.interop
+def test_page_in_a_browser():
+    from .example_process import example_server
+    from .peers.browser import open_browser, require_browser
+
+    require_browser()
+    with example_server("echo/server.py") as (_, page), open_browser() as browser:
+        browser.get(page)
+        driver = browser.driver
+        driver.find_element("id", "open").click()
+        browser.wait_for("document.getElementById('output').textContent.includes('OPEN')")
+        field = driver.find_element("id", "msg")
+        field.clear()
+        field.send_keys("typed by a person ✓")
+        driver.find_element("id", "send").click()
+        lines = browser.wait_for(
+            "(() => { const l = [...document.querySelectorAll('#output div')].map(d => d.textContent);"
+            " return l.some(t => t.startsWith('RESPONSE')) ? l : null; })()"
+        )
+        assert lines == ["OPEN", "SEND: typed by a person ✓", "RESPONSE: typed by a person ✓"]
+        driver.find_element("id", "close").click()
+        browser.wait_for("document.getElementById('output').textContent.includes('CLOSE')")

@@ -1,0 +1,68 @@
+"""The chat example: two browser windows and two scripts in one room."""
+
+from __future__ import annotations
+
+import signal
+import urllib.request
+
+import pytest
+
+import threadws
+
+from .example_process import example_server
+from .peers.browser import open_browser, require_browser
+
+
+def ws_url(page: str) -> str:
+    return page.replace("http://", "ws://") + "ws"
+
+
+def test_everyone_sees_every_message():
+    with example_server("chat/server.py") as (proc, page):
+        with urllib.request.urlopen(page, timeout=5) as response:
+            assert b'id="log"' in response.read()
+        alice = threadws.dial(ws_url(page), ping_interval=None)
+        bob = threadws.dial(ws_url(page), ping_interval=None)
+        alice.send("hi bob")
+        assert alice.recv(timeout=5) == "hi bob" and bob.recv(timeout=5) == "hi bob"
+        bob.send("hi alice ✓")
+        assert alice.recv(timeout=5) == "hi alice ✓" and bob.recv(timeout=5) == "hi alice ✓"
+        # Only the page's own origin may connect.
+        with pytest.raises(threadws.HandshakeError) as info:
+            threadws.dial(ws_url(page), origin="http://evil.example")
+        assert info.value.status == 403
+        # Stopping the server tells everyone it is going away.
+        proc.send_signal(signal.SIGTERM)
+        for conn in (alice, bob):
+            with pytest.raises(threadws.ConnectionClosedOK) as closed:
+                conn.recv(timeout=10)
+            assert closed.value.code == threadws.CloseCode.GOING_AWAY
+        assert proc.wait(10) == 0
+
+
+@pytest.mark.interop
+def test_two_browser_windows_chat():
+    require_browser()
+    with example_server("chat/server.py") as (proc, page), open_browser() as browser:
+        browser.get(page)
+        first = browser.current_window
+        browser.wait_for("document.getElementById('status').textContent === 'connected'")
+        second = browser.new_window(page)
+        browser.wait_for("document.getElementById('status').textContent === 'connected'")
+
+        def say(window: str, text: str) -> None:
+            browser.switch_to(window)
+            browser.driver.find_element("id", "msg").send_keys(text)
+            browser.driver.find_element("id", "send").click()
+
+        def lines(window: str, count: int) -> list[str]:
+            browser.switch_to(window)
+            return browser.wait_for(
+                f"(() => {{ const l = [...document.querySelectorAll('#log div')].map(d => d.textContent);"
+                f" return l.length >= {count} ? l : null; }})()"
+            )
+
+        say(first, "hello from one")
+        say(second, "<b>hello</b> from two")
+        for window in (first, second):
+            assert lines(window, 2) == ["hello from one", "<b>hello</b> from two"]
