@@ -22,7 +22,11 @@ def test_everyone_sees_every_message():
         with urllib.request.urlopen(page, timeout=5) as response:
             assert b'id="log"' in response.read()
         alice = threadws.dial(ws_url(page), ping_interval=None)
+        alice.send("alice joined")
+        assert alice.recv(timeout=5) == "alice joined"  # so she is in the room
         bob = threadws.dial(ws_url(page), ping_interval=None)
+        bob.send("bob joined")
+        assert bob.recv(timeout=5) == "bob joined" and alice.recv(timeout=5) == "bob joined"
         alice.send("hi bob")
         assert alice.recv(timeout=5) == "hi bob" and bob.recv(timeout=5) == "hi bob"
         bob.send("hi alice ✓")
