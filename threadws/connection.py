@@ -923,7 +923,7 @@ class Conn:
     def _receive(self, data: Any) -> None:
         with self._lock:
             self._ws.receive_data(data)
-            events = list(self._ws.events())
+            events: list[Any] = list(self._ws.events())
             state = self._ws.state
         for event in events:
             kind = type(event)
@@ -947,7 +947,7 @@ class Conn:
                 return
 
     def _on_data(self, event: TextMessage | BytesMessage) -> bool:
-        data = event.data
+        data: Any = event.data
         if type(event) is TextMessage:
             n = len(data) if data.isascii() else len(data.encode("utf-8"))
         else:
@@ -1072,7 +1072,7 @@ class Conn:
                 done.append(item.done)
             if type(item) is _CloseFrame:
                 close = item
-            elif item.is_ping:
+            elif isinstance(item, _ControlFrame) and item.is_ping:
                 ping = True
         stop = False
         for item in batch:
@@ -1130,7 +1130,7 @@ class Conn:
             return
         # First try without waiting: the usual case, one system call and no
         # change to the socket's timeout (which the reader shares).
-        flags = socket.MSG_DONTWAIT
+        flags: int = socket.MSG_DONTWAIT
         while bufs:
             try:
                 n = sock.sendmsg(bufs[:_IOV_MAX], (), flags)

@@ -57,7 +57,7 @@ class MessageReader(io.RawIOBase):
         self._view = view[n:]
         return n
 
-    def __iter__(self) -> Iterator[bytes]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[bytes]:
         """Yield the message's data chunk by chunk, as it arrives."""
         if self._discarded:
             return
