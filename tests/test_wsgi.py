@@ -24,6 +24,7 @@ import pytest
 import threadws
 from threadws import CloseCode, handshake
 from threadws.exceptions import HandshakeError
+from threadws.wsgi import environ_headers
 
 from .conftest import frame
 
@@ -253,23 +254,18 @@ def test_bad_key_is_400(server: RunningServer) -> None:
 
 
 def _expected_error(status: int) -> HandshakeError:
-    class Headers:
-        def __init__(self, version: str, origin: str | None) -> None:
-            self.fields = {
-                "connection": ["Upgrade"],
-                "upgrade": ["websocket"],
-                "host": ["h"],
-                "sec-websocket-version": [version],
-                "sec-websocket-key": [KEY],
-                "origin": [origin] if origin else [],
-            }
-
-        def get_all(self, name: str, failobj: None = None) -> list[str] | None:
-            return self.fields.get(name.lower()) or failobj
-
-    headers = Headers("12", None) if status == 426 else Headers("13", "http://evil.example")
+    """The HandshakeError that the stdlib path (check_request, as Upgrader.upgrade calls it) gives."""
+    environ = {
+        "HTTP_HOST": "h",
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_CONNECTION": "Upgrade",
+        "HTTP_SEC_WEBSOCKET_KEY": KEY,
+        "HTTP_SEC_WEBSOCKET_VERSION": "12" if status == 426 else "13",
+    }
+    if status == 403:
+        environ["HTTP_ORIGIN"] = "http://evil.example"
     with pytest.raises(HandshakeError) as info:
-        handshake.check_request("GET", "HTTP/1.1", headers)
+        handshake.check_request("GET", "HTTP/1.1", environ_headers(environ))
     assert info.value.status == status
     return info.value
 
@@ -302,8 +298,6 @@ def test_environ_without_a_socket_raises_before_anything_is_sent() -> None:
 
 
 def test_environ_headers() -> None:
-    from threadws.wsgi import environ_headers
-
     headers = environ_headers(
         {
             "HTTP_HOST": "example.com",
@@ -319,3 +313,33 @@ def test_environ_headers() -> None:
     assert headers["Content-Type"] == "text/plain"
     assert "Content-Length" not in headers
     assert len(headers) == 3
+
+
+@pytest.mark.parametrize("server", ["gunicorn-gthread"], indirect=True)
+def test_upgrade_on_a_kept_alive_connection(server: RunningServer) -> None:
+    # gthread keeps connections alive between requests; the second request on
+    # this one is the upgrade, and the WebSocket must get the socket, not the poller.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+        data = b""
+        while not data.endswith(b"an ordinary route\n"):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed; got {data!r}"
+            data += chunk
+        assert b"Connection: keep-alive\r\n" in data
+        sock.sendall(_upgrade_request(server.port, "/echo?again=1"))
+        data = b""
+        while b"hello from /echo?again=1" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed; got {data!r}"
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        sock.sendall(frame(1, b"still mine"))
+        data = b""
+        while b"still mine" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed; got {data!r}"
+            data += chunk
+        sock.sendall(frame(8, CloseCode.NORMAL_CLOSURE.to_bytes(2, "big")))
+        while sock.recv(65536):
+            pass
