@@ -138,3 +138,13 @@ def test_page_in_a_browser(shout_server: ExampleServer) -> None:
 
         browser.get("about:blank")  # leaving the page ends the command
         wait_until(lambda: _gone(pid))
+
+
+def test_a_command_that_cannot_start_closes_with_1011(tmp_path: Path) -> None:
+    missing = str(tmp_path / ("no-such-command-é" * 8))
+    with run_example(SERVER, ["--", missing], tmp_path / "server.stderr") as server:
+        with threadws.dial(server.ws_url()) as conn, pytest.raises(threadws.ConnectionClosedError) as info:
+            conn.recv(timeout=10)
+        assert info.value.code == threadws.CloseCode.INTERNAL_ERROR
+        assert info.value.reason.startswith("cannot start the command: [Errno 2]")
+        assert len(info.value.reason.encode()) <= 123

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import http.client
 import io
-import logging
 import os
 import socket
 import ssl
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from .server import Upgrader
 
 __all__ = ["SUPPORTED_SERVERS", "environ_headers", "upgrade"]
-
-logger = logging.getLogger("threadws")
 
 #: Named in the error raised under a server that can't give up its socket.
 SUPPORTED_SERVERS = "Werkzeug's development server (threaded=True) or gunicorn with sync or gthread workers"

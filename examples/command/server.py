@@ -68,7 +68,8 @@ def make_handler(command: list[str]):  # type: ignore[no-untyped-def]
         try:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as exc:
-            conn.close(threadws.CloseCode.INTERNAL_ERROR, f"cannot start the command: {exc}"[:120])
+            reason = f"cannot start the command: {exc}".encode()[:123].decode("utf-8", "ignore")  # RFC 6455 5.5
+            conn.close(threadws.CloseCode.INTERNAL_ERROR, reason)
             return
         print(f"started {command[0]} (pid {proc.pid}) for {conn.remote_address[0]}", file=sys.stderr, flush=True)
         output = threading.Thread(target=stream_output, args=(conn, proc), name=f"{conn.name}-output", daemon=True)
