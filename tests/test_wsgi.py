@@ -343,3 +343,37 @@ def test_upgrade_on_a_kept_alive_connection(server: RunningServer) -> None:
         sock.sendall(frame(8, CloseCode.NORMAL_CLOSURE.to_bytes(2, "big")))
         while sock.recv(65536):
             pass
+
+
+@pytest.mark.parametrize("server", TAKING_OVER, indirect=True)
+def test_the_client_receives_nothing_but_the_101_and_frames(server: RunningServer) -> None:
+    # The view hands the connection off and returns "", 101 at once, so the
+    # server tries to send that response while the WebSocket runs: none of it
+    # may reach the client.
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection, TextMessage
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(_upgrade_request(server.port, "/handoff"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed; got {data!r}"
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        ws = Connection(ConnectionType.CLIENT)
+        ws.receive_data(rest)
+        events = list(ws.events())
+        while not any(isinstance(event, TextMessage) for event in events):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed; events so far {events!r}"
+            ws.receive_data(chunk)
+            events += ws.events()
+        sock.sendall(frame(8, CloseCode.NORMAL_CLOSURE.to_bytes(2, "big")))
+        while chunk := sock.recv(65536):  # everything until the server closes TCP
+            ws.receive_data(chunk)
+            events += ws.events()  # a stray HTTP response here would be a protocol error
+    assert [type(event) for event in events] == [TextMessage, CloseConnection]
+    assert events[0].data == "hello from /handoff"
+    assert events[1].code == CloseCode.NORMAL_CLOSURE
