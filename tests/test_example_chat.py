@@ -9,22 +9,22 @@ import pytest
 
 import threadws
 
-from .example_process import example_server
+from .example_process import ROOT, run_example
 from .peers.browser import open_browser, require_browser
 
 
-def ws_url(page: str) -> str:
-    return page.replace("http://", "ws://") + "ws"
+CHAT = ROOT / "examples" / "chat" / "server.py"
 
 
-def test_everyone_sees_every_message():
-    with example_server("chat/server.py") as (proc, page):
+def test_everyone_sees_every_message(tmp_path):
+    with run_example(CHAT, [], tmp_path / "stderr") as server:
+        proc, page, url = server.proc, server.url, server.ws_url("/ws")
         with urllib.request.urlopen(page, timeout=5) as response:
             assert b'id="log"' in response.read()
-        alice = threadws.dial(ws_url(page), ping_interval=None)
+        alice = threadws.dial(url, ping_interval=None)
         alice.send("alice joined")
         assert alice.recv(timeout=5) == "alice joined"  # so she is in the room
-        bob = threadws.dial(ws_url(page), ping_interval=None)
+        bob = threadws.dial(url, ping_interval=None)
         bob.send("bob joined")
         assert bob.recv(timeout=5) == "bob joined" and alice.recv(timeout=5) == "bob joined"
         alice.send("hi bob")
@@ -33,7 +33,7 @@ def test_everyone_sees_every_message():
         assert alice.recv(timeout=5) == "hi alice ✓" and bob.recv(timeout=5) == "hi alice ✓"
         # Only the page's own origin may connect.
         with pytest.raises(threadws.HandshakeError) as info:
-            threadws.dial(ws_url(page), origin="http://evil.example")
+            threadws.dial(url, origin="http://evil.example")
         assert info.value.status == 403
         # Stopping the server tells everyone it is going away.
         proc.send_signal(signal.SIGTERM)
@@ -45,9 +45,10 @@ def test_everyone_sees_every_message():
 
 
 @pytest.mark.interop
-def test_two_browser_windows_chat():
+def test_two_browser_windows_chat(tmp_path):
     require_browser()
-    with example_server("chat/server.py") as (proc, page), open_browser() as browser:
+    with run_example(CHAT, [], tmp_path / "stderr") as server, open_browser() as browser:
+        page = server.url
         browser.get(page)
         first = browser.current_window
         browser.wait_for("document.getElementById('status').textContent === 'connected'")

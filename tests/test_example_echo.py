@@ -223,13 +223,13 @@ def test_signal_stops_the_server_cleanly(start_server: Callable[[], RunningServe
 
 
 @pytest.mark.interop
-def test_page_in_a_browser():
-    from .example_process import example_server
+def test_page_in_a_browser(tmp_path):
+    from .example_process import run_example
     from .peers.browser import open_browser, require_browser
 
     require_browser()
-    with example_server("echo/server.py") as (_, page), open_browser() as browser:
-        browser.get(page)
+    with run_example(EXAMPLE / "server.py", [], tmp_path / "stderr") as server, open_browser() as browser:
+        browser.get(server.url)
         driver = browser.driver
         driver.find_element("id", "open").click()
         browser.wait_for("document.getElementById('output').textContent.includes('OPEN')")

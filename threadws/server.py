@@ -12,7 +12,7 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import handshake
@@ -117,6 +117,43 @@ class Upgrader:
             request_headers=handler.headers,
             response_headers=handshake.parse_head(response[:-4])[3],
         )
+
+    def upgrade_wsgi(
+        self,
+        environ: Mapping[str, Any],
+        response_headers: Iterable[tuple[str, str]] | None = None,
+    ) -> Conn:
+        """Complete the WebSocket handshake for a request inside a WSGI app and return the connection.
+
+        Call it from a view (Flask: ``upgrader.upgrade_wsgi(request.environ)``).
+        It works under servers that hand over their socket: Werkzeug's
+        development server (threaded) and gunicorn's sync and gthread workers.
+        It takes the connection from the server, keeping bytes the server
+        already buffered; whatever the view returns afterwards is not sent
+        (the server finds the connection gone and drops it quietly), so return
+        an empty response, e.g. ``return "", 101`` in Flask.
+
+        The returned connection no longer needs the request's thread: serve it
+        there (under gthread that holds one of ``--threads`` until it ends) or
+        hand it to a thread of your own and return (under sync workers you
+        must, since the worker is killed after ``--timeout`` seconds in one
+        request).
+
+        Args:
+            environ: the WSGI environ of the current request.
+            response_headers: extra headers for the 101 response (e.g. a cookie).
+
+        Raises:
+            HandshakeError: the request is not an acceptable WebSocket
+                handshake; it has already been answered (400, 403, 405 or
+                426, as :meth:`upgrade` does) and the view should just return.
+            RuntimeError: the server does not give up its socket (waitress,
+                wsgiref, uWSGI, ...) or the request came over TLS; the message
+                names the servers that work. Nothing has been sent.
+        """
+        from . import wsgi
+
+        return wsgi.upgrade(self, environ, response_headers)
 
 
 def _refuse(handler: http.server.BaseHTTPRequestHandler, error: HandshakeError) -> None:
