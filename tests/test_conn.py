@@ -497,18 +497,13 @@ def test_write_deadline_aborts_stuck_writer(pair, role):
 
 
 def test_keepalive_keeps_a_responsive_peer(pair, role):
-    conn, peer = pair(role, ping_interval=0.1, ping_timeout=0.5)
+    conn, peer = pair(role, ping_interval=0.05, ping_timeout=5)
     pings = 0
-    deadline = time.monotonic() + 0.6
-    while time.monotonic() < deadline:
-        try:
-            event = peer.next_event(timeout=0.2)
-        except TimeoutError:
-            continue
-        if isinstance(event, Ping):
-            pings += 1
-            peer.send(event.response())
-    assert pings >= 2
+    while pings < 3:  # a quiet peer gets pinged again and again; answering keeps it open
+        event = peer.next_event(timeout=10)
+        assert isinstance(event, Ping)
+        pings += 1
+        peer.send(event.response())
     assert not conn.closed
     close_cleanly(conn, peer)
 
