@@ -1237,7 +1237,9 @@ class Conn:
                 self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", "keepalive ping timeout")
                 return None
             if outstanding and sent is not None:
-                return sent + timeout
+                # Look again after an interval too: once the pong is in, the
+                # next ping is due an interval after it, not after the timeout.
+                return min(sent + timeout, now + interval)
         # Without a ping timeout, keep pinging once per quiet interval.
         due = (sent if outstanding and sent is not None else alive) + interval
         if now < due:
