@@ -213,6 +213,7 @@ class Conn:
         self._in_budget = Budget(settings.max_read_queue, _MAX_QUEUED_MESSAGES)
         self._msg_size = 0  # bytes of the message being received so far
         self._in_message = False  # the reader is between a message's first and last chunk
+        self._msg_chunks = 0  # chunks of that message put on the inbound queue
         # Consumers take messages one at a time: whole ones (read_message) or
         # chunk by chunk (next_reader). A read_message that timed out mid-message
         # keeps what it had in _partial for the next call.
@@ -831,7 +832,9 @@ class Conn:
         anyway (see _run_timers).
         """
         self._discarding = True
-        if self._in_budget.items == 0:
+        # Items are consumed in order, so the queued items beyond this
+        # message's own chunks are exactly the whole messages not yet read.
+        if self._in_budget.items - self._msg_chunks <= 0:
             # Nothing undelivered: fail now, after the replies already queued.
             self._fail(code, reason, detail, ordered=True)
             return
@@ -970,6 +973,7 @@ class Conn:
             # consumer never holds the whole message, and neither do we.
             self._inq.put(_Chunk(message_type, data, event.message_finished, n))
             self._in_message = not event.message_finished
+            self._msg_chunks = self._msg_chunks + 1 if self._in_message else 0
             queued = n
         self._msg_size = 0 if event.message_finished else size
         if self._in_budget.add(queued):
