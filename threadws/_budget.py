@@ -45,6 +45,10 @@ class Budget:
 
     def wait_room(self, timeout: float | None) -> bool:
         """Wait until below the mark or closed; False if *timeout* passed first."""
+        # Unlocked look first: the mark is a heuristic, and the common case
+        # (room to spare) then costs no lock at all.
+        if self.bytes < self.max_bytes and self.items < self.max_items:
+            return True
         with self._cond:
             if self.closed or not self._full():
                 return True
