@@ -13,6 +13,7 @@ help, and every blocking call takes a timeout.
 """
 
 from .client import dial
+from .compression import Compression
 from .connection import Conn
 from .enums import CloseCode, MessageType
 from .exceptions import (
@@ -27,6 +28,7 @@ from .server import Server, Upgrader, serve
 
 __all__ = [
     "CloseCode",
+    "Compression",
     "Conn",
     "ConnectionClosed",
     "ConnectionClosedError",

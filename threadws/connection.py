@@ -43,7 +43,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Union
@@ -51,9 +51,11 @@ from typing import Any, Union
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.frame_protocol import CloseReason
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import Extension
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
+from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
 
@@ -166,12 +168,18 @@ class Conn:
         path: str = "/",
         request_headers: Any = None,
         response_headers: Any = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         settings = settings or Settings()
         self._sock = sock
         self._client = client
         self._ssl = isinstance(sock, ssl.SSLSocket)
-        self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        # The extensions the handshake negotiated (permessage-deflate, built by
+        # threadws.compression); wsproto runs them on every frame.
+        self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions))
+        self._deflate = next((e for e in extensions if isinstance(e, PerMessageDeflate)), None)
+        if self._deflate is not None:
+            self._deflate.read_limit = settings.read_limit
         self._lock = threading.Lock()
         self.subprotocol: str | None = subprotocol
         """The subprotocol agreed in the handshake, or None."""
@@ -301,6 +309,8 @@ class Conn:
         if limit <= 0:
             raise ValueError("read limit must be positive")
         self._read_limit = limit
+        if self._deflate is not None:
+            self._deflate.read_limit = limit  # it bounds inflating by the same limit
 
     def set_read_deadline(self, deadline: float | None) -> None:
         """Fail the connection if it is still open at *deadline* (a ``time.monotonic()`` value).
@@ -318,7 +328,9 @@ class Conn:
 
     # --- writing ------------------------------------------------------
 
-    def write_message(self, message_type: MessageType, data: Data, timeout: float | None = None) -> None:
+    def write_message(
+        self, message_type: MessageType, data: Data, timeout: float | None = None, *, compress: bool = True
+    ) -> None:
         """Queue one message for sending.
 
         Args:
@@ -327,6 +339,11 @@ class Conn:
             data: the payload.
             timeout: how long to wait for room when the send queue is full
                 (``max_write_queue`` bytes); None waits as long as it takes.
+            compress: False sends this message uncompressed even when
+                permessage-deflate was negotiated (e.g. for data that is
+                already compressed). Messages shorter than the compression's
+                ``min_size`` are never compressed. Without compression it
+                has no effect.
 
         Returns once the message is queued; the writer thread sends it in order.
 
@@ -357,6 +374,8 @@ class Conn:
         with self._lock:
             if self._shut:
                 raise self._closing_exception()
+            if self._deflate is not None:
+                self._deflate.compress_next = compress  # read by this send's first frame
             try:
                 frame = self._ws.send(event)
             except LocalProtocolError:
@@ -723,7 +742,10 @@ class Conn:
                 else:
                     # wsproto reports a protocol violation as a CloseConnection
                     # without changing state: the peer sent no close frame.
-                    self._fail_in_order(event.code, event.reason or "", f"protocol error from peer: {event.reason}")
+                    reason, detail = event.reason or "", f"protocol error from peer: {event.reason}"
+                    if self._deflate is not None and self._deflate.failure is not None:
+                        reason, detail = self._deflate.failure  # wsproto only says "error in extension"
+                    self._fail_in_order(event.code, reason, detail)
                 return
             if self._discarding:
                 return
