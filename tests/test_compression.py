@@ -189,9 +189,47 @@ def test_compression_settings_are_checked():
 
 
 def test_memory_per_connection_follows_zlib():
-    # Compressor (1 << (bits + 2)) + (1 << (mem_level + 9)); inflater (1 << bits) + ~7 KiB.
-    assert DEFAULT.memory(client=False) == (1 << 14) + (1 << 14) + (1 << 12) + 7 * 1024
+    # Compressor (1 << (bits + 2)) + (1 << (mem_level + 9)) + ~6 KiB; inflater (1 << bits) + ~7 KiB.
+    assert DEFAULT.memory(client=False) == (1 << 14) + (1 << 14) + 6 * 1024 + (1 << 12) + 7 * 1024
     assert Compression(server_no_context_takeover=True, client_no_context_takeover=True).memory(client=False) == 0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        DEFAULT,
+        Compression(server_max_window_bits=15, client_max_window_bits=15, mem_level=8),
+        Compression(server_no_context_takeover=True, client_no_context_takeover=True),
+    ],
+    ids=["defaults", "zlib-defaults", "no-context-takeover"],
+)
+def test_memory_per_connection_measured(config):
+    """What one connection's zlib objects hold after a message each way, as tracemalloc sees it."""
+    import gc
+    import tracemalloc
+
+    agreement = accept_offer([build_offer(config)], config)[1]
+    server_ext = PerMessageDeflate(agreement, config, client=False, read_limit=1 << 20)
+    client_ext = PerMessageDeflate(agreement, config, client=True, read_limit=1 << 20)
+    server = Connection(ConnectionType.SERVER, [server_ext])
+    client = Connection(ConnectionType.CLIENT, [client_ext])
+    message = json.dumps([{"id": i, "name": f"n{i}"} for i in range(300)])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        server.receive_data(client.send(TextMessage(data=message)))
+        client.receive_data(server.send(TextMessage(data=message)))
+        for side in (server, client):
+            (event,) = side.events()
+            assert event.data == message
+        del event
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    expected = config.memory(client=False) + config.memory(client=True)  # both ends live in this process
+    assert expected * 0.9 - 8192 <= held <= expected * 1.1 + 8192, (held, expected)
 
 
 # --- Conn over socketpair against a raw peer -----------------------------------------
