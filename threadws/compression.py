@@ -249,7 +249,7 @@ _OFFER_PARAMS = {
 
 
 def accept_offer(values: Iterable[str], config: Compression) -> tuple[str, Agreement] | None:
-    """Server side: pick the first acceptable permessage-deflate offer (RFC 7692 section 5.1).
+    """Server side: pick the first acceptable permessage-deflate offer (RFC 7692 sections 5 and 7.1).
 
     Args:
         values: the request's ``Sec-WebSocket-Extensions`` header values.
@@ -280,7 +280,7 @@ def accept_offer(values: Iterable[str], config: Compression) -> tuple[str, Agree
                 hint = seen["client_max_window_bits"]
                 client_bits = min(config.client_max_window_bits, 15 if hint is None else _window_bits(hint))
         except ValueError:
-            continue  # decline this offer, try the next (section 5.1)
+            continue  # decline this offer, try the next (RFC 7692 section 7)
         agreement = Agreement(
             server_no_context_takeover=config.server_no_context_takeover or "server_no_context_takeover" in seen,
             # The client's hint that it won't keep context costs nothing to
@@ -312,7 +312,7 @@ def build_offer(config: Compression) -> str:
 
 
 def check_response(values: Iterable[str], config: Compression | None, status: int = 101) -> Agreement | None:
-    """Client side: check the extensions the server accepted (RFC 7692 section 5.2 and 7.1).
+    """Client side: check the extensions the server accepted (RFC 7692 sections 5 and 7.1).
 
     Args:
         values: the response's ``Sec-WebSocket-Extensions`` header values.
@@ -427,7 +427,7 @@ class PerMessageDeflate(Extension):
     ) -> CloseReason | RsvBits:
         self._in_control = opcode.iscontrol()
         if rsv.rsv1 and (self._in_control or opcode is Opcode.CONTINUATION):
-            # RSV1 marks the first frame of a compressed message, nothing else (7.2.3.1).
+            # RSV1 marks the first frame of a compressed message, nothing else (RFC 7692 section 6).
             self.failure = ("RSV1 set on a control or continuation frame", "protocol error from peer: RSV1 misused")
             return CloseReason.PROTOCOL_ERROR
         if opcode in (Opcode.TEXT, Opcode.BINARY):
@@ -495,7 +495,7 @@ class PerMessageDeflate(Extension):
         self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes, fin: bool
     ) -> tuple[RsvBits, bytes]:
         if opcode.iscontrol():
-            return rsv, data  # control frames are never compressed (7.2.3.1 ... section 6)
+            return rsv, data  # only data messages are compressed (RFC 7692 section 6)
         if opcode is not Opcode.CONTINUATION:
             # The first frame decides for the whole message.
             wanted, self.compress_next = self.compress_next, True
