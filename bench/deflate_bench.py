@@ -57,7 +57,9 @@ def wire_ratio(messages: list[str], config: Compression) -> float:
         config.client_max_window_bits,
     )
     plain = Connection(ConnectionType.SERVER)
-    deflating = Connection(ConnectionType.SERVER, [PerMessageDeflate(agreement, config, client=False, read_limit=1 << 20)])
+    deflating = Connection(
+        ConnectionType.SERVER, [PerMessageDeflate(agreement, config, client=False, read_limit=1 << 20)]
+    )
     raw = sum(len(plain.send(TextMessage(data=m))) for m in messages)
     compressed = sum(len(deflating.send(TextMessage(data=m))) for m in messages)
     return raw / compressed
@@ -104,9 +106,15 @@ def main() -> None:
     settings: list[tuple[str, Compression | None]] = [
         ("uncompressed", None),
         ("compressed, defaults (12 bits, level 6, mem 5)", Compression()),
-        ("compressed, no context takeover", Compression(server_no_context_takeover=True, client_no_context_takeover=True)),
+        (
+            "compressed, no context takeover",
+            Compression(server_no_context_takeover=True, client_no_context_takeover=True),
+        ),
         ("compressed, level 1", Compression(level=1)),
-        ("compressed, 15 bits, mem 8 (zlib defaults)", Compression(server_max_window_bits=15, client_max_window_bits=15, mem_level=8)),
+        (
+            "compressed, 15 bits, mem 8 (zlib defaults)",
+            Compression(server_max_window_bits=15, client_max_window_bits=15, mem_level=8),
+        ),
     ]
     print(f"{args.count} echoed JSON messages of {args.size} bytes over loopback (threadws client and server)")
     print(f"{'setting':<48} {'msgs/s':>8} {'MiB/s':>7} {'ratio':>6}")

@@ -22,7 +22,14 @@ from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 
 import threadws
 from threadws import CloseCode, Compression, ConnectionClosedError, HandshakeError, MessageType, handshake
-from threadws.compression import Agreement, PerMessageDeflate, accept_offer, build_offer, check_response, parse_extensions
+from threadws.compression import (
+    Agreement,
+    PerMessageDeflate,
+    accept_offer,
+    build_offer,
+    check_response,
+    parse_extensions,
+)
 from threadws.connection import Settings
 
 from .conftest import ROLES, Peer, start_server, stop_server, url_of
@@ -61,7 +68,10 @@ def test_server_never_names_client_window_bits_the_client_did_not_offer():
 
 
 def test_server_honours_the_offer_parameters():
-    offer = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9; client_max_window_bits="10"'
+    offer = (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        'server_max_window_bits=9; client_max_window_bits="10"'
+    )
     header, agreement = accept_offer([offer], DEFAULT)
     assert agreement == Agreement(True, True, 9, 10)
     assert header == (
@@ -121,12 +131,14 @@ def headers(*values: str) -> email.message.Message:
 
 def test_client_offer_and_response():
     assert build_offer(DEFAULT) == "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
-    assert build_offer(Compression(server_max_window_bits=15, client_max_window_bits=15, client_no_context_takeover=True)) == (
-        "permessage-deflate; client_no_context_takeover; client_max_window_bits"
-    )
+    assert build_offer(
+        Compression(server_max_window_bits=15, client_max_window_bits=15, client_no_context_takeover=True)
+    ) == ("permessage-deflate; client_no_context_takeover; client_max_window_bits")
     assert handshake.check_compression(101, headers(), DEFAULT) is None  # declined
     agreement = handshake.check_compression(
-        101, headers("permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=9"), DEFAULT
+        101,
+        headers("permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=9"),
+        DEFAULT,
     )
     assert agreement == Agreement(True, False, 10, 9)
     # A window larger than the client offered for itself is harmless: it compresses with its own.

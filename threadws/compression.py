@@ -344,7 +344,9 @@ def check_response(values: Iterable[str], config: Compression | None, status: in
         if "server_max_window_bits" in seen:
             server_bits = _window_bits(seen["server_max_window_bits"])
             if server_bits > config.server_max_window_bits:
-                raise ValueError(f"server_max_window_bits={server_bits} is over the {config.server_max_window_bits} offered")
+                raise ValueError(
+                    f"server_max_window_bits={server_bits} is over the {config.server_max_window_bits} offered"
+                )
         client_bits = 15
         if "client_max_window_bits" in seen:
             client_bits = _window_bits(seen["client_max_window_bits"])
@@ -507,9 +509,7 @@ class PerMessageDeflate(Extension):
             return rsv, data
         deflater = self._deflater
         if deflater is None:
-            deflater = self._deflater = zlib.compressobj(
-                self._level, zlib.DEFLATED, -self._send_bits, self._mem_level
-            )
+            deflater = self._deflater = zlib.compressobj(self._level, zlib.DEFLATED, -self._send_bits, self._mem_level)
         out = deflater.compress(data)
         if fin:
             out += deflater.flush(zlib.Z_SYNC_FLUSH)
