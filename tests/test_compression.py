@@ -540,7 +540,7 @@ BOMB_SCRIPT = textwrap.dedent(
         conn.read_message(timeout=60)
         print("NO ERROR")
     except threadws.ConnectionClosed as exc:
-        print("CODE", exc.sent.code if exc.sent else None)
+        print("CODE", int(exc.sent.code) if exc.sent else None)
     print("WIRE", len(raw))
     print("GROWTH", status("VmHWM") - before)
     b.close()
