@@ -8,6 +8,7 @@ import threadws
 def test_all_is_pinned():
     assert sorted(threadws.__all__) == [
         "CloseCode",
+        "Compression",
         "Conn",
         "ConnectionClosed",
         "ConnectionClosedError",

@@ -486,9 +486,9 @@ def test_read_deadline_extended_by_pong_handler(pair, role):
 
 def test_write_deadline_aborts_stuck_writer(pair, role):
     conn, peer = pair(role, max_write_queue=1 << 30)
-    conn.set_write_deadline(time.monotonic() + 0.3)
     for _ in range(200):  # far more than the socket buffers hold; the peer reads nothing
         conn.send(b"w" * 65536)
+    conn.set_write_deadline(time.monotonic() + 0.3)  # the writer is stuck by now, or soon
     assert conn.wait_closed(10)
     exc = conn.close_exception
     assert isinstance(exc, ConnectionClosedError) and "write deadline exceeded" in str(exc)

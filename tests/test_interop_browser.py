@@ -88,3 +88,58 @@ def test_browser_round_trip(tmp_path: Path, browser):
     assert result["extensions"] == ""
     assert result["code"] == 4001 and result["clean"] is True
     assert exc.rcvd == (4001, "done ✓") and exc.sent == (4001, "")
+
+
+COMPRESSED_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>threadws compression check</title>
+<script>
+const ws = new WebSocket(`ws://${location.host}/ws`);
+ws.binaryType = "arraybuffer";
+const json = JSON.stringify({items: Array.from({length: 300}, (_, i) => ({id: i, name: "item ✓ " + i}))});
+const bytes = new Uint8Array(100000).map((_, i) => i % 7);
+const sent = [json, json, "short", bytes];
+const got = [];
+ws.onopen = () => sent.forEach((m) => ws.send(m));
+ws.onmessage = (event) => {
+  if (typeof event.data === "string") got.push(event.data === json ? "json" : event.data);
+  else got.push(new Uint8Array(event.data).every((b, i) => b === i % 7) ? "bytes" : "bad bytes");
+  if (got.length === 5) ws.close(1000);
+};
+ws.onclose = (event) => {
+  window.__result = {got, code: event.code, extensions: ws.extensions, jsonLength: json.length};
+};
+</script>
+"""
+
+
+def test_browser_compressed_round_trip(tmp_path: Path, browser):
+    """Chromium offers permessage-deflate on every connection; with compression on, both directions use it."""
+    (tmp_path / "index.html").write_text(COMPRESSED_PAGE, encoding="utf-8")
+    results: queue.Queue[Any] = queue.Queue()
+
+    def handler(conn: threadws.Conn) -> None:
+        results.put(conn.response_headers.get("Sec-WebSocket-Extensions"))
+        try:
+            for _ in range(4):
+                kind, data = conn.read_message()
+                conn.write_message(kind, data)
+            conn.write_message(MessageType.TEXT, "uncompressed on purpose " * 10, compress=False)
+            conn.read_message()
+        except threadws.ConnectionClosed as exc:
+            results.put(exc)
+
+    upgrader = threadws.Upgrader(ping_interval=None, close_timeout=2.0, compression=True)
+    server = start_server(handler, static_dir=tmp_path, upgrader=upgrader)
+    try:
+        host, port = server.server_address
+        browser.get(f"http://{host}:{port}/index.html")
+        result = browser.wait_for("window.__result", timeout=15)
+        answered = results.get(timeout=5)
+        exc = results.get(timeout=5)
+    finally:
+        stop_server(server)
+    assert result["extensions"].startswith("permessage-deflate")
+    assert answered.startswith("permessage-deflate")
+    assert result["got"] == ["json", "json", "short", "bytes", "uncompressed on purpose " * 10]
+    assert result["code"] == 1000 and exc.rcvd is not None and exc.rcvd.code == 1000

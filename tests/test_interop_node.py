@@ -99,3 +99,49 @@ def test_threadws_client_to_node_server():
         with pytest.raises(threadws.ConnectionClosedError) as info:
             conn.recv(timeout=5)
         assert info.value.code == threadws.CloseCode.ABNORMAL_CLOSURE and info.value.rcvd is None
+
+
+# --- permessage-deflate, both directions -------------------------------------------------
+
+
+def test_compressed_node_client_to_threadws_server():
+    server = start_server(
+        lambda conn: [conn.send(m) for m in conn],
+        upgrader=threadws.Upgrader(ping_interval=None, close_timeout=2.0, compression=True),
+    )
+    json_text = '{"items": [%s]}' % ", ".join('{"id": %d, "name": "item"}' % i for i in range(200))
+    big = bytes(range(256)) * 1024  # 256 KiB
+    try:
+        report = run_node_client(
+            url_of(server),
+            [
+                {"op": "send", "text": json_text, "expect_echo": True},  # over ws's 1 KiB threshold
+                {"op": "send", "text": json_text, "expect_echo": True},  # context takeover
+                {"op": "send", "hex": big.hex(), "expect_echo": True},
+                {"op": "send", "text": "short ✓", "expect_echo": True},
+                {"op": "send", "text": json_text, "compress": False, "expect_echo": True},
+                {"op": "send", "text": json_text[:3000], "fin": False},  # a compressed fragmented message
+                {"op": "send", "text": json_text[3000:], "fin": True},
+                {"op": "expect", "text": json_text},
+                {"op": "close", "code": 1000},
+            ],
+            compression=True,
+        )
+    finally:
+        stop_server(server)
+    assert report["ok"], report["errors"]
+    assert "permessage-deflate" in report["extensions"]
+    assert report["received"][2]["sha256"] == hashlib.sha256(big).hexdigest()
+
+
+def test_compressed_threadws_client_to_node_server():
+    json_text = '{"items": [%s]}' % ", ".join('{"id": %d, "name": "item"}' % i for i in range(200))
+    with start_node_echo_server(compression=True) as node:
+        with threadws.dial(node.url, ping_interval=None, compression=True) as conn:
+            assert "permessage-deflate" in conn.response_headers["Sec-WebSocket-Extensions"]
+            for message in [json_text, json_text, bytes(range(256)) * 4096, "short ✓", "é" * 5000]:
+                conn.send(message)
+                assert conn.recv(timeout=10) == message
+            conn.write_message(MessageType.TEXT, json_text, compress=False)
+            assert conn.recv(timeout=5) == json_text
+        assert "permessage-deflate" in node.connections[0]["extensions"]

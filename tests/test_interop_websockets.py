@@ -1060,3 +1060,68 @@ def test_asyncio_server_pings_and_fragments_to_threadws_client():
             conn.abort()
         exc = get(record, "the asyncio server to notice the abort")
         assert isinstance(exc, WsClosedError) and exc.rcvd is None and exc.sent is None
+
+
+# ======================================================================================
+# permessage-deflate, both directions
+# ======================================================================================
+
+from websockets.extensions.permessage_deflate import (  # noqa: E402
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
+
+JSON_MESSAGES = [
+    '{"id": %d, "user": "someone", "text": "hello again", "tags": ["a", "b", "c"]}' % i for i in range(20)
+]
+DEFLATE_MESSAGES: list[str | bytes] = [*JSON_MESSAGES, BIG_TEXT, BIG_BINARY, "x", b"", "é" * 1000]
+
+#: websockets' own settings on its side of the connection (None: its defaults).
+WEBSOCKETS_DEFLATE = [
+    pytest.param({}, id="defaults"),
+    pytest.param(
+        {"server_no_context_takeover": True, "client_no_context_takeover": True}, id="no-context-takeover"
+    ),
+    pytest.param({"server_max_window_bits": 10, "client_max_window_bits": 9}, id="small-windows"),
+]
+
+
+@pytest.mark.parametrize("params", WEBSOCKETS_DEFLATE)
+def test_compressed_websockets_client_to_threadws_server(params):
+    record: queue.Queue[Any] = queue.Queue()
+    factory = ClientPerMessageDeflateFactory(**params)
+    with threadws_server(recording_echo(record), compression=True) as url:
+        with sync_client(url, extensions=[factory], compression=None) as ws:
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            assert ws.protocol.extensions, "websockets did not enable permessage-deflate"
+            for message in DEFLATE_MESSAGES:
+                ws.send(message)
+                assert get(record, "threadws to read")[1] == message
+                assert ws.recv(timeout=T) == message
+        assert isinstance(get(record)[1], ConnectionClosedOK)
+
+
+@pytest.mark.parametrize("params", WEBSOCKETS_DEFLATE)
+def test_compressed_threadws_client_to_websockets_server(params):
+    record: queue.Queue[Any] = queue.Queue()
+    factory = ServerPerMessageDeflateFactory(**params) if params else ServerPerMessageDeflateFactory()
+    if "client_max_window_bits" in params:
+        factory = ServerPerMessageDeflateFactory(require_client_max_window_bits=True, **params)
+    with sync_server(sync_recording_echo(record), extensions=[factory], compression=None) as url:
+        with threadws_client(url, compression=True) as conn:
+            assert "permessage-deflate" in conn.response_headers["Sec-WebSocket-Extensions"]
+            for message in DEFLATE_MESSAGES:
+                conn.send(message)
+                assert get(record, "websockets to read") == message
+                assert conn.recv(timeout=T) == message
+            conn.close()
+        assert isinstance(get(record)[1], WsClosedOK)
+
+
+def test_threadws_read_limit_applies_to_what_websockets_compressed():
+    # 2 MiB of zeros is a few KB on the wire; threadws refuses it by its decompressed size.
+    with sync_server(lambda ws: ws.send(bytes(2 * MIB)) or ws.recv(timeout=T)) as url:
+        with threadws_client(url, compression=True) as conn:
+            with pytest.raises(ConnectionClosedError) as info:
+                conn.recv(timeout=T)
+            assert info.value.sent is not None and info.value.sent.code == 1009

@@ -13,6 +13,7 @@ help, and every blocking call takes a timeout.
 """
 
 from .client import dial
+from .compression import Compression
 from .connection import Conn
 from .enums import CloseCode, MessageType
 from .exceptions import (
@@ -30,6 +31,7 @@ from .streams import MessageReader, MessageWriter
 
 __all__ = [
     "CloseCode",
+    "Compression",
     "Conn",
     "ConnectionClosed",
     "ConnectionClosedError",

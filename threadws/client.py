@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from . import handshake
+from .compression import Compression, PerMessageDeflate, resolve
 from ._http import read_head
 from .connection import Conn, Settings
 from .exceptions import HandshakeError
@@ -35,6 +36,7 @@ def dial(
     close_timeout: float = 10.0,
     max_read_queue: int = 4 << 20,
     max_write_queue: int = 4 << 20,
+    compression: Compression | bool | None = None,
 ) -> Conn:
     """Open a WebSocket connection to *url* (``ws://`` or ``wss://``) and return it.
 
@@ -59,6 +61,10 @@ def dial(
             before the reader stops reading (TCP then pushes back).
         max_write_queue: bytes of frames queued for sending before
             :meth:`Conn.write_message` waits.
+        compression: offer permessage-deflate (RFC 7692). Off by default;
+            True offers the defaults of :class:`threadws.Compression`, or pass
+            one. If the server declines, the connection is uncompressed. The
+            read limit applies to the decompressed size.
 
     Raises:
         HandshakeError: the server refused (``status``, ``headers`` and at most
@@ -69,6 +75,7 @@ def dial(
         ValueError: *url* is not a WebSocket URL.
     """
     settings = Settings(read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue)
+    config = resolve(compression)
     target = handshake.parse_url(url)
     extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     deadline = time.monotonic() + timeout
@@ -80,7 +87,9 @@ def dial(
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             sock = context.wrap_socket(sock, server_hostname=target.host)
         key = handshake.new_key()
-        request = handshake.build_request(target, key, headers=extra, subprotocols=subprotocols, origin=origin)
+        request = handshake.build_request(
+            target, key, headers=extra, subprotocols=subprotocols, origin=origin, compression=config
+        )
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(request)
         try:
@@ -97,12 +106,16 @@ def dial(
                 body,
             )
         try:
-            subprotocol = handshake.check_response(status, response_headers, key, subprotocols)
+            subprotocol = handshake.check_response(status, response_headers, key, subprotocols, config)
+            agreement = handshake.check_compression(status, response_headers, config)
         except HandshakeError as exc:
             exc.headers = handshake.header_list(response_headers)
             raise
         sock.settimeout(None)
         request_headers = http.client.parse_headers(io.BytesIO(request.split(b"\r\n", 1)[1]))
+        extensions = []
+        if agreement is not None and config is not None:
+            extensions.append(PerMessageDeflate(agreement, config, client=True, read_limit=read_limit))
         return Conn(
             sock,
             client=True,
@@ -112,6 +125,7 @@ def dial(
             path=target.resource,
             request_headers=request_headers,
             response_headers=response_headers,
+            extensions=extensions,
         )
     except TimeoutError:
         sock.close()

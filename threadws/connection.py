@@ -44,17 +44,19 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Union
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
+from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
 from .prepared import PreparedMessage
@@ -183,12 +185,18 @@ class Conn:
         path: str = "/",
         request_headers: Any = None,
         response_headers: Any = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         settings = settings or Settings()
         self._sock = sock
         self._client = client
         self._ssl = isinstance(sock, ssl.SSLSocket)
-        self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        # The extensions the handshake negotiated (permessage-deflate, built by
+        # threadws.compression); wsproto runs them on every frame.
+        self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions))
+        self._deflate = next((e for e in extensions if isinstance(e, PerMessageDeflate)), None)
+        if self._deflate is not None:
+            self._deflate.read_limit = settings.read_limit
         self._lock = threading.Lock()
         self.subprotocol: str | None = subprotocol
         """The subprotocol agreed in the handshake, or None."""
@@ -412,6 +420,8 @@ class Conn:
         if limit <= 0:
             raise ValueError("read limit must be positive")
         self._read_limit = limit
+        if self._deflate is not None:
+            self._deflate.read_limit = limit  # it bounds inflating by the same limit
 
     def set_read_deadline(self, deadline: float | None) -> None:
         """Fail the connection if it is still open at *deadline* (a ``time.monotonic()`` value).
@@ -429,7 +439,9 @@ class Conn:
 
     # --- writing ------------------------------------------------------
 
-    def write_message(self, message_type: MessageType, data: Data, timeout: float | None = None) -> bool:
+    def write_message(
+        self, message_type: MessageType, data: Data, timeout: float | None = None, *, compress: bool = True
+    ) -> bool:
         """Queue one message for sending.
 
         Args:
@@ -439,6 +451,11 @@ class Conn:
             timeout: under the default ``"block"`` write policy, how long to
                 wait for room when the send queue is full; None waits as long
                 as it takes. See :meth:`set_write_policy` for the others.
+            compress: False sends this message uncompressed even when
+                permessage-deflate was negotiated (e.g. for data that is
+                already compressed). Messages shorter than the compression's
+                ``min_size`` are never compressed. Without compression it
+                has no effect.
 
         Returns True once the message is queued (the writer thread sends it in
         order), False if the ``"drop"`` policy dropped it.
@@ -451,7 +468,7 @@ class Conn:
                 ``"close"`` policy just closed it).
             TypeError, ValueError: wrong type for *message_type*, invalid UTF-8.
         """
-        return self._write(_event_for(message_type, data), None, timeout, self._write_policy)
+        return self._write(_event_for(message_type, data), None, timeout, self._write_policy, compress)
 
     def send(self, data: Data, timeout: float | None = None) -> bool:
         """Send a ``str`` as a text message or bytes-like data as a binary one.
@@ -539,7 +556,9 @@ class Conn:
         self._streaming = writer
         return writer
 
-    def _write(self, event: Any, prepared: PreparedMessage | None, timeout: float | None, policy: str) -> bool:
+    def _write(
+        self, event: Any, prepared: PreparedMessage | None, timeout: float | None, policy: str, compress: bool = True
+    ) -> bool:
         """Queue one whole message: *event* for wsproto, or a prepared one."""
         if self._shut:
             raise self._closing_exception()
@@ -567,6 +586,8 @@ class Conn:
             with self._lock:
                 if self._shut or self._ws.state is not ConnectionState.OPEN:
                     raise self._closing_exception()
+                if not compress and self._deflate is not None:
+                    self._deflate.compress_next = False  # read by this message's first frame
                 frame = self._ws.send(event) if prepared is None else prepared._frame_for(self)
                 self._out_budget.add(len(frame))
                 self._wq.put(frame)
@@ -944,7 +965,10 @@ class Conn:
                 else:
                     # wsproto reports a protocol violation as a CloseConnection
                     # without changing state: the peer sent no close frame.
-                    self._fail_in_order(event.code, event.reason or "", f"protocol error from peer: {event.reason}")
+                    reason, detail = event.reason or "", f"protocol error from peer: {event.reason}"
+                    if self._deflate is not None and self._deflate.failure is not None:
+                        reason, detail = self._deflate.failure  # wsproto only says "error in extension"
+                    self._fail_in_order(event.code, reason, detail)
                 return
             if self._discarding:
                 return

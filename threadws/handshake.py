@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from wsproto.utilities import generate_accept_token
 
+from . import compression as _compression
+from .compression import Agreement, Compression
 from .exceptions import HandshakeError
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "build_error_response",
     "build_request",
     "build_response",
+    "check_compression",
     "check_request",
     "check_response",
     "new_key",
@@ -89,10 +92,16 @@ def _format_headers(headers: Iterable[tuple[str, str]]) -> str:
 
 @dataclass(frozen=True)
 class Accepted:
-    """What :func:`check_request` decided: the accept token and the subprotocol."""
+    """What :func:`check_request` decided: the accept token, the subprotocol and the compression.
+
+    ``extensions`` is the ``Sec-WebSocket-Extensions`` answer (None: none) and
+    ``compression`` the permessage-deflate agreement it stands for.
+    """
 
     accept: str
     subprotocol: str | None
+    extensions: str | None = None
+    compression: Agreement | None = None
 
 
 def _same_origin(origin: str, headers: HeaderSource) -> bool:
@@ -133,6 +142,7 @@ def check_request(
     *,
     check_origin: OriginCheck = None,
     subprotocols: Sequence[str] = (),
+    compression: Compression | None = None,
 ) -> Accepted:
     """Check an upgrade request (RFC 6455 section 4.2.1) and decide the answer.
 
@@ -142,9 +152,12 @@ def check_request(
         headers: the request headers.
         check_origin: see :class:`threadws.Upgrader`.
         subprotocols: the server's subprotocols, most preferred first.
+        compression: the server's permessage-deflate settings, None for none.
 
     Returns:
-        the accept token and the chosen subprotocol (None if none matched).
+        the accept token, the chosen subprotocol (None if none matched) and
+        the permessage-deflate answer (None if off, not offered or declined:
+        an unacceptable offer is declined, never refused, RFC 7692 section 5.1).
 
     Raises:
         HandshakeError: with the HTTP status to answer (400, 403, 405 or 426),
@@ -182,7 +195,15 @@ def check_request(
         raise HandshakeError("'Sec-WebSocket-Key' is not 16 bytes in base64", 400)
     offered = _tokens(headers, "Sec-WebSocket-Protocol")
     chosen = next((p for p in subprotocols if p in offered), None)
-    return Accepted(generate_accept_token(key.encode("ascii")).decode("ascii"), chosen)
+    answer = None
+    if compression is not None:
+        answer = _compression.accept_offer(headers.get_all("Sec-WebSocket-Extensions") or [], compression)
+    return Accepted(
+        generate_accept_token(key.encode("ascii")).decode("ascii"),
+        chosen,
+        answer[0] if answer else None,
+        answer[1] if answer else None,
+    )
 
 
 def build_response(accepted: Accepted, extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
@@ -194,6 +215,8 @@ def build_response(accepted: Accepted, extra_headers: Iterable[tuple[str, str]] 
     ]
     if accepted.subprotocol is not None:
         headers.append(("Sec-WebSocket-Protocol", accepted.subprotocol))
+    if accepted.extensions is not None:
+        headers.append(("Sec-WebSocket-Extensions", accepted.extensions))
     headers.extend(extra_headers)
     return f"HTTP/1.1 101 Switching Protocols\r\n{_format_headers(headers)}\r\n".encode("latin-1")
 
@@ -259,8 +282,9 @@ def build_request(
     headers: Iterable[tuple[str, str]] = (),
     subprotocols: Sequence[str] = (),
     origin: str | None = None,
+    compression: Compression | None = None,
 ) -> bytes:
-    """The HTTP/1.1 upgrade request for *target*."""
+    """The HTTP/1.1 upgrade request for *target* (offering permessage-deflate if *compression*)."""
     lines = [
         ("Host", target.host_header),
         ("Upgrade", "websocket"),
@@ -272,6 +296,8 @@ def build_request(
         lines.append(("Origin", origin))
     if subprotocols:
         lines.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    if compression is not None:
+        lines.append(("Sec-WebSocket-Extensions", _compression.build_offer(compression)))
     lines.extend(headers)
     return f"GET {target.resource} HTTP/1.1\r\n{_format_headers(lines)}\r\n".encode("latin-1")
 
@@ -306,8 +332,12 @@ def check_response(
     headers: HeaderSource,
     key: str,
     subprotocols: Sequence[str] = (),
+    compression: Compression | None = None,
 ) -> str | None:
     """Check the server's answer to our upgrade request (section 4.1).
+
+    *compression* is what the client offered (None: nothing); see
+    :func:`check_compression` for what the server agreed to.
 
     Returns the subprotocol the server chose (None if none).
     Raises HandshakeError if the server refused or answered wrongly.
@@ -321,11 +351,20 @@ def check_response(
     expected = generate_accept_token(key.encode("ascii")).decode("ascii")
     if _single(headers, "Sec-WebSocket-Accept") != expected:
         raise HandshakeError("wrong 'Sec-WebSocket-Accept' in the server's response", status)
-    if headers.get_all("Sec-WebSocket-Extensions"):
-        raise HandshakeError("server accepted an extension the client did not offer", status)
+    check_compression(status, headers, compression)
     chosen = _tokens(headers, "Sec-WebSocket-Protocol")
     if not chosen:
         return None
     if len(chosen) > 1 or chosen[0] not in subprotocols:
         raise HandshakeError(f"server chose a subprotocol the client did not offer: {chosen}", status)
     return chosen[0]
+
+
+def check_compression(status: int, headers: HeaderSource, compression: Compression | None) -> Agreement | None:
+    """The permessage-deflate agreement in the server's response, None if it declined.
+
+    Raises HandshakeError if the response accepts an extension that was not
+    offered, or answers the offer in a way RFC 7692 section 7.1 says the
+    client must refuse.
+    """
+    return _compression.check_response(headers.get_all("Sec-WebSocket-Extensions") or [], compression, status)

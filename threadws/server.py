@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import handshake
+from .compression import Compression, PerMessageDeflate, resolve
 from ._http import read_head
 from .connection import Conn, Settings
 from .enums import CloseCode, MessageType
@@ -37,6 +38,11 @@ class Upgrader:
             (``["https://example.com"]``); a callable ``(origin, headers) -> bool``
             decides itself.
         subprotocols: the subprotocols the server speaks, most preferred first.
+        compression: permessage-deflate (RFC 7692). Off by default; True
+            accepts clients' offers with the defaults of
+            :class:`threadws.Compression`, or pass one. An offer the server
+            can't accept is declined (the connection goes on uncompressed).
+            The read limit applies to the decompressed size.
         read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue,
         max_write_queue: per-connection settings, as for :func:`threadws.dial`.
     """
@@ -52,9 +58,11 @@ class Upgrader:
         close_timeout: float = 10.0,
         max_read_queue: int = 4 << 20,
         max_write_queue: int = 4 << 20,
+        compression: Compression | bool | None = None,
     ) -> None:
         self.check_origin = check_origin
         self.subprotocols = tuple(subprotocols)
+        self.compression = resolve(compression)
         self.settings = Settings(read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue)
 
     def upgrade(
@@ -87,6 +95,7 @@ class Upgrader:
                 handler.headers,
                 check_origin=self.check_origin,
                 subprotocols=self.subprotocols,
+                compression=self.compression,
             )
         except HandshakeError as exc:
             _refuse(handler, exc)
@@ -107,6 +116,13 @@ class Upgrader:
             # Hijack: detach the file descriptor so the HTTP server's own
             # shutdown/close of its socket object can't touch our connection.
             sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        extensions = []
+        if accepted.compression is not None and self.compression is not None:
+            extensions.append(
+                PerMessageDeflate(
+                    accepted.compression, self.compression, client=False, read_limit=self.settings.read_limit
+                )
+            )
         return Conn(
             sock,
             client=False,
@@ -116,6 +132,7 @@ class Upgrader:
             path=handler.path,
             request_headers=handler.headers,
             response_headers=handshake.parse_head(response[:-4])[3],
+            extensions=extensions,
         )
 
     def upgrade_wsgi(
