@@ -593,3 +593,27 @@ def test_loopback(server_side, client_side, agreed):
                 assert conn.recv(timeout=5) == message
     finally:
         stop_server(server)
+
+
+@pytest.mark.parametrize("takeover", [False, True])
+def test_prepared_message_compressed_once_without_context_takeover(dpair, takeover):
+    config = Compression(server_no_context_takeover=not takeover)
+    text = json.dumps({"items": list(range(300))})
+    prepared = threadws.PreparedMessage(threadws.MessageType.TEXT, text)
+    frames = []
+    for _ in range(2):
+        conn, peer = dpair("server", config)
+        conn.write_prepared(prepared)
+        conn.write_prepared(prepared)
+        first, second = read_frame(peer.sock), read_frame(peer.sock)
+        assert first[0] & 0x40 and second[0] & 0x40  # RSV1: compressed
+        inflater = zlib.decompressobj(-config.server_max_window_bits)
+        assert inflate(first[1], inflater=inflater).decode() == text
+        assert inflate(second[1], inflater=inflater).decode() == text
+        frames.append((first, second))
+    if takeover:
+        # Each connection's compressor remembers the first copy: the second is tiny.
+        assert len(frames[0][1][1]) < len(frames[0][0][1]) // 4
+    else:
+        # Compressed once: the same bytes for every message on every connection.
+        assert frames[0][0] == frames[0][1] == frames[1][0] == frames[1][1]

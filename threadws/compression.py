@@ -385,6 +385,7 @@ class PerMessageDeflate(Extension):
 
     def __init__(self, agreement: Agreement, config: Compression, *, client: bool, read_limit: int) -> None:
         self.agreement = agreement
+        self.config = config
         self.read_limit = read_limit
         self.compress_next = True
         self.failure: tuple[str, str] | None = None
@@ -412,6 +413,21 @@ class PerMessageDeflate(Extension):
         self._in_control = False
         # Outbound: is the message being sent compressed.
         self._out_compressed = False
+
+    def shared_key(self) -> tuple[int, int, int, int] | None:
+        """For a sender without context takeover, the settings its output depends on.
+
+        Such a sender compresses every message from scratch, so one message
+        compresses to the same bytes on every connection with the same key
+        (see :class:`threadws.PreparedMessage`). None when history matters.
+        """
+        if not self._send_reset:
+            return None
+        return (self._send_bits if self._can_compress else 0, self._level, self._mem_level, self._min_size)
+
+    def fresh_sender(self) -> PerMessageDeflate:
+        """A new extension that compresses exactly as this one does (for a server)."""
+        return PerMessageDeflate(self.agreement, self.config, client=False, read_limit=self.read_limit)
 
     def enabled(self) -> bool:
         return True
