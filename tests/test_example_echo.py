@@ -3,119 +3,32 @@
 from __future__ import annotations
 
 import os
-import re
-import select
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 import threadws
 from threadws import CloseCode, MessageType
 
-ROOT = Path(__file__).resolve().parent.parent
+from .example_process import ROOT, ExampleServer, example_env, run_example
+
 EXAMPLE = ROOT / "examples" / "echo"
-STARTUP_TIMEOUT = 15.0
-
-
-@dataclass
-class RunningServer:
-    proc: subprocess.Popen[bytes]
-    url: str  # the page, as printed: http://127.0.0.1:PORT/
-    stderr_path: Path
-
-    @property
-    def netloc(self) -> str:
-        return urlsplit(self.url).netloc
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.netloc}/echo"
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-
-def example_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def read_line(proc: subprocess.Popen[bytes], deadline: float) -> str:
-    """The first line *proc* writes to stdout, read without blocking past *deadline*."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    data = b""
-    while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no complete line from the server in time; got {data!r}")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise AssertionError(f"the server exited (code {proc.wait(5)}) before printing its URL; got {data!r}")
-            data += chunk
-    return data.split(b"\n", 1)[0].decode()
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[[], RunningServer]]:
-    """Start examples/echo/server.py on a free port; every server started is killed at the end."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> RunningServer:
-        stderr_path = tmp_path / f"server-{len(procs)}.stderr"
-        with open(stderr_path, "wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, str(EXAMPLE / "server.py"), "--host", "127.0.0.1", "--port", "0"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=example_env(),
-                bufsize=0,
-            )
-        procs.append(proc)
-        line = read_line(proc, time.monotonic() + STARTUP_TIMEOUT)
-        match = re.search(r"http://\S+", line)
-        assert match, f"no URL in the server's first line: {line!r}"
-        url = match.group(0)
-        parts = urlsplit(url)
-        assert parts.hostname == "127.0.0.1"
-        assert parts.port not in (None, 0), f"the printed URL must show the real port: {url}"
-        assert parts.path == "/"
-        return RunningServer(proc, url, stderr_path)
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            stop(proc)
+def server(tmp_path: Path) -> Iterator[ExampleServer]:
+    """examples/echo/server.py on a free port, killed at the end."""
+    with run_example(EXAMPLE / "server.py", [], tmp_path / "server.stderr") as running:
+        yield running
 
 
-@pytest.fixture
-def server(start_server: Callable[[], RunningServer]) -> RunningServer:
-    return start_server()
-
-
-def test_home_page_is_served_at_root(server: RunningServer) -> None:
+def test_home_page_is_served_at_root(server: ExampleServer) -> None:
     with urllib.request.urlopen(server.url, timeout=10) as response:
         assert response.status == 200
         assert response.headers.get_content_type() == "text/html"
@@ -127,16 +40,16 @@ def test_home_page_is_served_at_root(server: RunningServer) -> None:
     assert "location.host" in page  # the ws:// URL follows whatever port the page came from
 
 
-def test_other_paths_are_404(server: RunningServer) -> None:
+def test_other_paths_are_404(server: ExampleServer) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://{server.netloc}/server.py", timeout=10)
     assert info.value.code == 404
     info.value.close()
 
 
-def test_client_count_mode(server: RunningServer) -> None:
+def test_client_count_mode(server: ExampleServer) -> None:
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "client.py"), server.ws_url, "--count", "20"],
+        [sys.executable, str(EXAMPLE / "client.py"), server.ws_url("/echo"), "--count", "20"],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         check=False,
@@ -149,9 +62,9 @@ def test_client_count_mode(server: RunningServer) -> None:
     assert result.stderr == b""
 
 
-def test_client_echoes_stdin_lines(server: RunningServer) -> None:
+def test_client_echoes_stdin_lines(server: ExampleServer) -> None:
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "client.py"), server.ws_url],
+        [sys.executable, str(EXAMPLE / "client.py"), server.ws_url("/echo")],
         input="hello\n\nwörld ✓\n".encode(),
         capture_output=True,
         check=False,
@@ -162,7 +75,7 @@ def test_client_echoes_stdin_lines(server: RunningServer) -> None:
     assert result.stdout.decode() == "hello\n\nwörld ✓\n"
 
 
-def test_client_reports_a_refused_handshake(server: RunningServer) -> None:
+def test_client_reports_a_refused_handshake(server: ExampleServer) -> None:
     result = subprocess.run(
         [sys.executable, str(EXAMPLE / "client.py"), f"ws://{server.netloc}/nope", "--count", "1"],
         stdin=subprocess.DEVNULL,
@@ -176,8 +89,8 @@ def test_client_reports_a_refused_handshake(server: RunningServer) -> None:
     assert b"Traceback" not in result.stderr
 
 
-def test_echo_keeps_text_as_text_and_binary_as_binary(server: RunningServer) -> None:
-    with threadws.dial(server.ws_url) as conn:
+def test_echo_keeps_text_as_text_and_binary_as_binary(server: ExampleServer) -> None:
+    with threadws.dial(server.ws_url("/echo")) as conn:
         conn.send("héllo ✓")
         assert conn.read_message(timeout=10) == (MessageType.TEXT, "héllo ✓")
         conn.send(b"\x00\xff\x80binary")
@@ -192,20 +105,19 @@ def test_echo_keeps_text_as_text_and_binary_as_binary(server: RunningServer) -> 
     assert conn.close_exception is not None and conn.close_exception.code == CloseCode.NORMAL_CLOSURE
 
 
-def test_only_its_own_origin_may_connect(server: RunningServer) -> None:
+def test_only_its_own_origin_may_connect(server: ExampleServer) -> None:
     with pytest.raises(threadws.HandshakeError) as info:
-        threadws.dial(server.ws_url, origin="http://evil.example")
+        threadws.dial(server.ws_url("/echo"), origin="http://evil.example")
     assert info.value.status == 403
     # The page the server served itself has the server's own origin: allowed.
-    with threadws.dial(server.ws_url, origin=f"http://{server.netloc}") as conn:
+    with threadws.dial(server.ws_url("/echo"), origin=f"http://{server.netloc}") as conn:
         conn.send("same origin")
         assert conn.recv(timeout=10) == "same origin"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_the_server_cleanly(start_server: Callable[[], RunningServer], signum: signal.Signals) -> None:
-    server = start_server()
-    conn = threadws.dial(server.ws_url)
+def test_signal_stops_the_server_cleanly(server: ExampleServer, signum: signal.Signals) -> None:
+    conn = threadws.dial(server.ws_url("/echo"))
     try:
         conn.send("still there?")
         assert conn.recv(timeout=10) == "still there?"  # the server is serving this connection
@@ -219,12 +131,11 @@ def test_signal_stops_the_server_cleanly(start_server: Callable[[], RunningServe
         conn.abort()
     assert "Traceback" not in server.stderr()
     with pytest.raises(OSError):
-        threadws.dial(server.ws_url, timeout=5)  # nothing listens any more
+        threadws.dial(server.ws_url("/echo"), timeout=5)  # nothing listens any more
 
 
 @pytest.mark.interop
 def test_page_in_a_browser(tmp_path):
-    from .example_process import run_example
     from .peers.browser import open_browser, require_browser
 
     require_browser()
