@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from . import handshake
-from .compression import Compression, PerMessageDeflate, resolve
 from ._http import read_head
+from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn, Settings
 from .exceptions import HandshakeError
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import handshake
-from .compression import Compression, PerMessageDeflate, resolve
 from ._http import read_head
+from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn, Settings
 from .enums import CloseCode, MessageType
 from .exceptions import ConnectionClosed, HandshakeError
@@ -89,14 +89,7 @@ class Upgrader:
         """
         handler = request_handler
         try:
-            accepted = handshake.check_request(
-                handler.command,
-                handler.request_version,
-                handler.headers,
-                check_origin=self.check_origin,
-                subprotocols=self.subprotocols,
-                compression=self.compression,
-            )
+            accepted = self._check(handler.command, handler.request_version, handler.headers)
         except HandshakeError as exc:
             _refuse(handler, exc)
             raise
@@ -116,6 +109,29 @@ class Upgrader:
             # Hijack: detach the file descriptor so the HTTP server's own
             # shutdown/close of its socket object can't touch our connection.
             sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        return self._connection(sock, accepted, response, leftover, handler.path, handler.headers)
+
+    def _check(self, method: str, http_version: str, headers: handshake.HeaderSource) -> handshake.Accepted:
+        """Decide on a request with this Upgrader's policy (HandshakeError if refused)."""
+        return handshake.check_request(
+            method,
+            http_version,
+            headers,
+            check_origin=self.check_origin,
+            subprotocols=self.subprotocols,
+            compression=self.compression,
+        )
+
+    def _connection(
+        self,
+        sock: socket.socket,
+        accepted: handshake.Accepted,
+        response: bytes,
+        leftover: bytes,
+        path: str,
+        request_headers: Any,
+    ) -> Conn:
+        """The server-side Conn for a socket whose 101 has been sent."""
         extensions = []
         if accepted.compression is not None and self.compression is not None:
             extensions.append(
@@ -129,8 +145,8 @@ class Upgrader:
             settings=self.settings,
             trailing_data=leftover,
             subprotocol=accepted.subprotocol,
-            path=handler.path,
-            request_headers=handler.headers,
+            path=path,
+            request_headers=request_headers,
             response_headers=handshake.parse_head(response[:-4])[3],
             extensions=extensions,
         )

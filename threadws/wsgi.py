@@ -68,12 +68,8 @@ def upgrade(
     sock = _server_socket(environ)
     headers = environ_headers(environ)
     try:
-        accepted = handshake.check_request(
-            str(environ.get("REQUEST_METHOD", "")),
-            str(environ.get("SERVER_PROTOCOL", "")),
-            headers,
-            check_origin=upgrader.check_origin,
-            subprotocols=upgrader.subprotocols,
+        accepted = upgrader._check(
+            str(environ.get("REQUEST_METHOD", "")), str(environ.get("SERVER_PROTOCOL", "")), headers
         )
     except HandshakeError as exc:
         _refuse(sock, exc)
@@ -86,16 +82,7 @@ def upgrade(
         ours.sendall(response)
         if ours.family in (socket.AF_INET, socket.AF_INET6):
             ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return Conn(
-            ours,
-            client=False,
-            settings=upgrader.settings,
-            trailing_data=leftover,
-            subprotocol=accepted.subprotocol,
-            path=_request_target(environ),
-            request_headers=headers,
-            response_headers=handshake.parse_head(response[:-4])[3],
-        )
+        return upgrader._connection(ours, accepted, response, leftover, _request_target(environ), headers)
     except OSError as exc:
         ours.close()
         raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
