@@ -17,7 +17,10 @@ HEALTHY = 50
 MESSAGES = 400
 SIZE = 16 * 1024
 QUEUE = 256 * 1024  # each connection's send queue bound on the server
-STEP = 8  # the broadcaster waits for the healthy peers every STEP messages (128 KiB < QUEUE)
+# Every STEP messages the broadcaster waits for the healthy peers to catch up, so at
+# most STEP messages (128 KiB, half of QUEUE) wait in a healthy peer's queue even on
+# a loaded machine; the peer that stopped reading gets far more than QUEUE.
+STEP = 8
 
 
 def test_slow_peer_is_dropped_and_stalls_no_one():
@@ -69,7 +72,7 @@ def test_slow_peer_is_dropped_and_stalls_no_one():
             hub.broadcast(i.to_bytes(8, "big") + body)
             if (i + 1) % STEP == 0:
                 with progress:
-                    assert progress.wait_for(lambda: errors or min(received) >= i + 1 - STEP, timeout=30)
+                    assert progress.wait_for(lambda: errors or min(received) >= i + 1, timeout=30)
                 assert not errors, errors
         with progress:
             assert progress.wait_for(lambda: errors or min(received) == MESSAGES, timeout=30)
