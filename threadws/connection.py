@@ -72,7 +72,10 @@ Address = Any
 _monotonic = time.monotonic
 _ids = itertools.count(1)
 
-#: recv_into buffer: big enough that a 1 MiB message takes few calls.
+#: recv_into buffer: it starts small (it is resident memory for every idle
+#: connection) and doubles while reads fill it, up to the largest, so that a
+#: 1 MiB message takes few calls.
+_RECV_SIZE_FIRST = 16 * 1024
 _RECV_SIZE = 256 * 1024
 #: Linux's IOV_MAX: the most buffers one sendmsg takes.
 _IOV_MAX = 1024
@@ -909,7 +912,7 @@ class Conn:
 
     def _read_loop(self) -> None:
         sock = self._sock
-        buf = bytearray(_RECV_SIZE)
+        buf = bytearray(_RECV_SIZE_FIRST)
         view = memoryview(buf)
         poller: select.poll | None = None
         try:
@@ -935,6 +938,9 @@ class Conn:
                 self._last_recv = _monotonic()
                 if not self._discarding:
                     self._receive(view[:n])
+                if n == len(buf) and n < _RECV_SIZE:
+                    buf = bytearray(2 * n)  # a full read: more is coming, read bigger
+                    view = memoryview(buf)
         except OSError as exc:
             if not self._shut:
                 self._note(f"connection lost: {exc}", exc)
