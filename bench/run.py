@@ -218,20 +218,30 @@ def conns_run(server_cmd: list[str], cfg: dict) -> dict:
         idle_rss, idle_threads, cpu0 = server.rss(), server.threads(), server.cpu()
         loadgen = subprocess.Popen(
             ["node", "loadgen.js", "--mode", "hold", "--url", server.url, "--conns", str(cfg["conns"]),
-             "--size", "64", "--concurrency", "64", "--timeout", str(cfg["conns_timeout"])],
-            cwd=LOADGEN, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = loadgen.stdout.readline()
-        held = json.loads(line) if line.startswith("{") else {"held": 0, "error": line + loadgen.stderr.read()}
+             "--size", "64", "--concurrency", str(cfg["conns_concurrency"]), "--timeout", str(cfg["conns_timeout"])],
+            cwd=LOADGEN, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(loadgen.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(cfg["conns_timeout"] + 60)
+        line = box[0] if box else "loadgen did not report"
+        held = json.loads(line) if line.startswith("{") else {"held": 0, "error": line}
         accept_cpu = server.cpu() - cpu0
         time.sleep(1.0)  # let the server settle (threads parked, buffers freed)
         rss, threads = server.rss(), server.threads()
         alive = server.popen.poll() is None
-        loadgen.stdin.write("close\n")
-        loadgen.stdin.close()
+        try:
+            loadgen.stdin.write("close\n")
+            loadgen.stdin.close()
+        except OSError:
+            pass
         try:
             loadgen.wait(60)
         except subprocess.TimeoutExpired:
+            pass
+        if loadgen.poll() is None:
             loadgen.kill()
+            loadgen.wait()
         n = held.get("held", 0)
         return {
             "held": n, "target": cfg["conns"], "failed": held.get("failed"), "first_error": held.get("first_error"),
@@ -491,7 +501,8 @@ def main() -> None:
         "duration": 1.5 if args.quick else 3.0,
         "warmup": 0.5 if args.quick else 1.0,
         "conns": args.conns or (2000 if args.quick else 8000),
-        "conns_timeout": 120,
+        "conns_timeout": 150,
+        "conns_concurrency": 4,
         "command": "python bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""),
     }
     scenarios = [s for s in args.only.split(",") if s] or list(SCENARIOS)

@@ -163,13 +163,20 @@ async function runHold(opts) {
   const openOne = () => new Promise((resolve) => {
     const ws = new WebSocket(opts.url, { perMessageDeflate: false, handshakeTimeout: 30000 });
     let echoed = false;
+    let settled = false;
+    // A connection that hasn't echoed within 30 s (or by the deadline) counts as failed.
+    const giveUp = setTimeout(() => {
+      if (!firstError) firstError = 'no echo within 30 s';
+      ws.terminate();
+    }, Math.max(1000, Math.min(30000, (deadline - now()) / 1000)));
     ws.on('open', () => ws.send(data, { binary: true }));
     ws.on('message', () => {
-      if (!echoed) { echoed = true; held++; conns.push(ws); resolve(); }
+      if (!echoed) { echoed = true; clearTimeout(giveUp); held++; conns.push(ws); resolve(); }
     });
     ws.on('error', (err) => { if (!firstError) firstError = String(err.message || err); });
     ws.on('close', () => {
-      if (!echoed) { failed++; resolve(); } else held--;
+      clearTimeout(giveUp);
+      if (!echoed) { if (!settled) { settled = true; failed++; resolve(); } } else held--;
     });
   });
   // At most `concurrency` handshakes in progress, so small listen backlogs don't drop SYNs.
