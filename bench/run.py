@@ -159,6 +159,14 @@ class Proc:
     def peak_rss(self) -> int:
         return self._status("VmHWM") * 1024
 
+    def maps(self) -> int:
+        """Memory mappings (vm.max_map_count bounds them)."""
+        try:
+            with open(f"/proc/{self.pid}/maps") as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
+
     def threads(self) -> int:
         return self._status("Threads")
 
@@ -228,7 +236,7 @@ def conns_run(server_cmd: list[str], cfg: dict) -> dict:
         held = json.loads(line) if line.startswith("{") else {"held": 0, "error": line}
         accept_cpu = server.cpu() - cpu0
         time.sleep(1.0)  # let the server settle (threads parked, buffers freed)
-        rss, threads = server.rss(), server.threads()
+        rss, threads, maps = server.rss(), server.threads(), server.maps()
         alive = server.popen.poll() is None
         try:
             loadgen.stdin.write("close\n")
@@ -248,7 +256,7 @@ def conns_run(server_cmd: list[str], cfg: dict) -> dict:
             "seconds_to_hold": held.get("seconds"), "accept_cpu_s": accept_cpu,
             "rss": rss, "idle_rss": idle_rss, "rss_per_conn": (rss - idle_rss) / n if n else None,
             "threads": threads, "idle_threads": idle_threads, "threads_per_conn": (threads - idle_threads) / n if n else None,
-            "peak_rss": server.peak_rss(), "server_alive": alive,
+            "peak_rss": server.peak_rss(), "server_alive": alive, "maps": maps,
         }
     finally:
         server.stop()
@@ -445,12 +453,12 @@ def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -
     if "conns" in res:
         L.append(f"## {SCENARIOS['conns']}: {cfg['conns']:,}\n")
         L.append("| server | held | seconds to hold all | server CPU s to accept | RSS held MiB | RSS/conn KiB | "
-                 "vs ws sync | threads | threads/conn | note |")
-        L.append("| --- " * 10 + "|")
+                 "vs ws sync | threads | threads/conn | memory maps | note |")
+        L.append("| --- " * 11 + "|")
         base = res["conns"].get(BASELINE, {}).get("rss_per_conn")
         for server, r in res["conns"].items():
             if "error" in r:
-                L.append(f"| {server} | error: {r['error'][:120]} |" + " |" * 8)
+                L.append(f"| {server} | error: {r['error'][:120]} |" + " |" * 9)
                 continue
             note = []
             if r.get("held", 0) < r.get("target", 0):
@@ -463,7 +471,7 @@ def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -
                      f"{fmt(r.get('accept_cpu_s'), '.2f')} | {fmt(r.get('rss'), ',.0f', 1 / 2**20)} | "
                      f"{fmt(r.get('rss_per_conn'), ',.1f', 1 / 1024)} | "
                      f"{fmt(ratio(r.get('rss_per_conn'), base), '.2f')}x | {fmt(r.get('threads'))} | "
-                     f"{fmt(r.get('threads_per_conn'), '.2f')} | {'; '.join(note)} |")
+                     f"{fmt(r.get('threads_per_conn'), '.2f')} | {fmt(r.get('maps'))} | {'; '.join(note)} |")
         L.append("\nRSS/conn = (RSS with all connections held − RSS of the idle server) / connections held.\n")
 
     if "client" in res:
@@ -501,7 +509,7 @@ def main() -> None:
         "duration": 1.5 if args.quick else 3.0,
         "warmup": 0.5 if args.quick else 1.0,
         "conns": args.conns or (2000 if args.quick else 8000),
-        "conns_timeout": 150,
+        "conns_timeout": 90,
         "conns_concurrency": 4,
         "command": "python bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""),
     }

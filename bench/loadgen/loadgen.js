@@ -186,7 +186,11 @@ async function runHold(opts) {
       await openOne();
     }
   };
-  await Promise.all(Array.from({ length: opts.concurrency }, worker));
+  // Report at the deadline even if some handshakes are still hanging.
+  await Promise.race([
+    Promise.all(Array.from({ length: opts.concurrency }, worker)),
+    new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline - now()) / 1000 + 5000).unref()),
+  ]);
   const seconds = (now() - t0) / 1e6;
   emit({ event: 'held', mode: 'hold', target: opts.conns, held, failed, seconds, first_error: firstError });
   // Hold until the runner has read the server's numbers.
