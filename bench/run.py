@@ -92,10 +92,13 @@ def setup(skip_install: bool) -> None:
         log(f"pip install -e '.[bench]' (missing {missing}) ...")
         subprocess.run([PY, "-m", "pip", "install", "-q", "-e", f"{REPO}[bench]"], check=True)
     # File descriptors: 8,000 connections need 8,000 on each side, and more for the listener.
+    # websockets sync needs two per connection on the server (the socket and its selector's epoll fd).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    try:  # root (CAP_SYS_RESOURCE) may raise the hard limit too, up to fs.nr_open
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, max(hard, 65536)))
+    except (ValueError, OSError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
     if soft != resource.RLIM_INFINITY and soft != hard:
         resource.setrlimit(resource.RLIMIT_NPROC, (hard, hard))
@@ -413,7 +416,8 @@ def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -
     L.append(f"| kernel | {info['kernel']} |\n| Python | {info['python']} |\n| Node.js | {info['node']} |")
     L.append("| versions | " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + " |")
     L.append(f"| load average (1/5/15 min) | {info['loadavg_start']} at the start, {info.get('loadavg_end', '?')} at "
-             "the end (anything above ~0.5 means other work shared the CPUs and the numbers are noisier) |")
+             "the end (it counts the benchmark's own threads too: the connections scenario's ~24,000 threads push "
+             "it into the hundreds; above ~1 before the start means other work shared the CPUs) |")
     L.append(f"| settings | {cfg['repeats']} repeats per scenario (median reported), {cfg['warmup']} s warm-up + "
              f"{cfg['duration']} s measured per run, {cfg['conns']:,} connections |\n")
     L.append("Ratios are against `websockets` sync from the same run. Server CPU is user + system seconds of the "
