@@ -1,0 +1,567 @@
+#!/usr/bin/env python3
+"""Run the threadws benchmark suite and write bench/RESULTS.md.
+
+    python bench/run.py                 # full run (~15 min), writes bench/RESULTS.md
+    python bench/run.py --quick         # shorter runs, 1 repeat, 2,000 connections (~3 min)
+    python bench/run.py --only pingpong32,conns
+
+Every server is a separate process started fresh for each run of each
+scenario; the load comes from one Node.js `ws` process (bench/loadgen). Server
+CPU seconds come from /proc/PID/stat (utime + stime, all threads), peak RSS
+from VmHWM in /proc/PID/status. Each scenario runs --repeats times and each
+number reported is the median over the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+LOADGEN = BENCH / "loadgen"
+SERVERS_DIR = BENCH / "servers"
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+BASELINE = "websockets sync"
+SERVERS = {
+    "threadws": ["threadws_server.py"],
+    "websockets sync": ["websockets_sync_server.py"],
+    "websockets asyncio": ["websockets_asyncio_server.py"],
+    "simple-websocket (Werkzeug)": ["simple_websocket_server.py"],
+    "bare (ceiling)": ["bare.py"],
+}
+# Only in the connections scenario: does a smaller thread stack help threadws?
+STACK_VARIANT = "threadws, 256 KiB stacks"
+STACK_VARIANT_CMD = ["threadws_server.py", "--stack-size", "256"]
+
+SCENARIOS = {
+    "pingpong1": "Ping-pong, 1 connection, 64 B",
+    "pingpong32": "Ping-pong, 32 connections, 64 B",
+    "stream1k": "Streaming, 1 connection, 1 KiB messages, 64 in flight",
+    "stream1m": "Streaming, 1 connection, 1 MiB messages, 4 in flight",
+    "conns": "Concurrent connections, each echoes 64 B and is held open",
+    "handshakes": "Handshakes per second (connect, one 64 B echo, close), 8 at a time",
+    "client": "Client side: 64 B request-response against a Node `ws` echo server",
+}
+TRAFFIC = {
+    "pingpong1": ["--mode", "pingpong", "--conns", "1", "--size", "64"],
+    "pingpong32": ["--mode", "pingpong", "--conns", "32", "--size", "64"],
+    "stream1k": ["--mode", "stream", "--conns", "1", "--size", "1024", "--inflight", "64"],
+    "stream1m": ["--mode", "stream", "--conns", "1", "--size", str(1 << 20), "--inflight", "4"],
+    "handshakes": ["--mode", "handshake", "--conns", "8"],
+}
+CLIENTS = {"threadws": "threadws", "websockets sync": "websockets-sync", "websocket-client": "websocket-client"}
+
+
+def log(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- setup
+
+def setup(skip_install: bool) -> None:
+    if not (LOADGEN / "node_modules" / "ws").is_dir():
+        if skip_install:
+            sys.exit("bench/loadgen/node_modules is missing (run without --no-install)")
+        log("npm ci in bench/loadgen ...")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN, check=True)
+    missing = []
+    for module in ("threadws", "websockets", "simple_websocket", "werkzeug", "websocket"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        if skip_install:
+            sys.exit(f"missing Python packages: {missing}")
+        log(f"pip install -e '.[bench]' (missing {missing}) ...")
+        subprocess.run([PY, "-m", "pip", "install", "-q", "-e", f"{REPO}[bench]"], check=True)
+    # File descriptors: 8,000 connections need 8,000 on each side, and more for the listener.
+    # websockets sync needs two per connection on the server (the socket and its selector's epoll fd).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:  # root (CAP_SYS_RESOURCE) may raise the hard limit too, up to fs.nr_open
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, max(hard, 65536)))
+    except (ValueError, OSError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if soft != resource.RLIM_INFINITY and soft != hard:
+        resource.setrlimit(resource.RLIMIT_NPROC, (hard, hard))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- processes
+
+class Proc:
+    """A server (or echo peer) process with its /proc numbers."""
+
+    def __init__(self, cmd: list[str], cwd: Path = SERVERS_DIR) -> None:
+        self.port = free_port()
+        self.popen = subprocess.Popen(cmd + ["--port", str(self.port)], cwd=cwd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+        self.pid = self.popen.pid
+        line = self._ready_line(20.0)
+        if not line.startswith("READY"):
+            self.stop()
+            raise RuntimeError(f"{cmd} did not start: {line!r}")
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.max_threads = self.threads()
+        self._sampling = True
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _ready_line(self, timeout: float) -> str:
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(self.popen.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return out[0] if out else ""
+
+    def _status(self, key: str) -> int:
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        return 0
+
+    def cpu(self) -> float:
+        """User + system CPU seconds of all the process's threads so far."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss(self) -> int:
+        return self._status("VmRSS") * 1024
+
+    def peak_rss(self) -> int:
+        return self._status("VmHWM") * 1024
+
+    def maps(self) -> int:
+        """Memory mappings (vm.max_map_count bounds them)."""
+        try:
+            with open(f"/proc/{self.pid}/maps") as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
+
+    def threads(self) -> int:
+        return self._status("Threads")
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self.max_threads = max(self.max_threads, self.threads())
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._sampling = False
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_json(cmd: list[str], timeout: float, cwd: Path = LOADGEN) -> tuple[dict, float]:
+    """Run a measuring process to its end; its last JSON line and the CPU seconds it used."""
+    cpu0 = children_cpu()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    cpu = children_cpu() - cpu0
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}): {proc.stdout[-500:]} {proc.stderr[-1000:]}")
+    return json.loads(lines[-1]), cpu
+
+
+# ---------------------------------------------------------------- scenarios
+
+def traffic_run(scenario: str, server_cmd: list[str], cfg: dict) -> dict:
+    server = Proc([PY] + server_cmd)
+    try:
+        cpu0 = server.cpu()
+        cmd = ["node", "loadgen.js", "--url", server.url, *TRAFFIC[scenario],
+               "--duration", str(cfg["duration"]), "--warmup", str(cfg["warmup"])]
+        result, lg_cpu = run_json(cmd, timeout=cfg["duration"] + cfg["warmup"] + 60)
+        wall = cfg["duration"] + cfg["warmup"]
+        result.update(server_cpu_s=server.cpu() - cpu0, peak_rss=server.peak_rss(),
+                      threads=server.max_threads, loadgen_cpu_pct=100 * lg_cpu / wall)
+        return result
+    finally:
+        server.stop()
+
+
+def conns_run(server_cmd: list[str], cfg: dict) -> dict:
+    server = Proc([PY] + server_cmd)
+    try:
+        time.sleep(0.3)
+        idle_rss, idle_threads, cpu0 = server.rss(), server.threads(), server.cpu()
+        loadgen = subprocess.Popen(
+            ["node", "loadgen.js", "--mode", "hold", "--url", server.url, "--conns", str(cfg["conns"]),
+             "--size", "64", "--concurrency", str(cfg["conns_concurrency"]), "--timeout", str(cfg["conns_timeout"])],
+            cwd=LOADGEN, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(loadgen.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(cfg["conns_timeout"] + 60)
+        line = box[0] if box else "loadgen did not report"
+        held = json.loads(line) if line.startswith("{") else {"held": 0, "error": line}
+        accept_cpu = server.cpu() - cpu0
+        time.sleep(1.0)  # let the server settle (threads parked, buffers freed)
+        rss, threads, maps = server.rss(), server.threads(), server.maps()
+        alive = server.popen.poll() is None
+        try:
+            loadgen.stdin.write("close\n")
+            loadgen.stdin.close()
+        except OSError:
+            pass
+        try:
+            loadgen.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        if loadgen.poll() is None:
+            loadgen.kill()
+            loadgen.wait()
+        n = held.get("held", 0)
+        return {
+            "held": n, "target": cfg["conns"], "failed": held.get("failed"), "first_error": held.get("first_error"),
+            "seconds_to_hold": held.get("seconds"), "accept_cpu_s": accept_cpu,
+            "rss": rss, "idle_rss": idle_rss, "rss_per_conn": (rss - idle_rss) / n if n else None,
+            "threads": threads, "idle_threads": idle_threads, "threads_per_conn": (threads - idle_threads) / n if n else None,
+            "peak_rss": server.peak_rss(), "server_alive": alive, "maps": maps,
+        }
+    finally:
+        server.stop()
+
+
+def client_run(client: str, cfg: dict) -> dict:
+    peer = Proc(["node", "loadgen.js", "--mode", "echo-server"], cwd=LOADGEN)
+    try:
+        cpu0 = peer.cpu()
+        result, client_cpu = run_json([PY, str(BENCH / "clients" / "client.py"), CLIENTS[client], peer.url,
+                                       "--duration", str(cfg["duration"]), "--warmup", str(cfg["warmup"])],
+                                      timeout=cfg["duration"] + cfg["warmup"] + 60, cwd=REPO)
+        result.update(peer_cpu_s=peer.cpu() - cpu0, client_total_cpu_s=client_cpu)
+        return result
+    finally:
+        peer.stop()
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Each numeric field's median over the repeats (other fields from the first run)."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+            out[key] = statistics.median(values)
+    out["repeats"] = len(runs)
+    return out
+
+
+def repeat(fn, n: int, label: str) -> dict:
+    runs, errors = [], []
+    for i in range(n):
+        try:
+            runs.append(fn())
+        except Exception as exc:  # a crashed or refusing server is a result too
+            errors.append(str(exc))
+            log(f"  {label} run {i + 1}: ERROR {exc}")
+    if not runs:
+        return {"error": errors[0][:300]}
+    result = median_of(runs)
+    if errors:
+        result["errors_runs"] = len(errors)
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    import websockets, simple_websocket, werkzeug, websocket  # noqa: E401
+
+    def version(mod: object) -> str:
+        return getattr(mod, "__version__", "?")
+
+    ws_version = json.loads((LOADGEN / "node_modules" / "ws" / "package.json").read_text())["version"]
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(), "python": platform.python_version(), "node": node,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": {"websockets": version(websockets), "simple-websocket": _dist_version("simple-websocket"),
+                     "werkzeug": _dist_version("werkzeug"), "websocket-client": version(websocket),
+                     "threadws": _dist_version("threadws"), "wsproto": _dist_version("wsproto"), "ws (Node)": ws_version},
+        "loadavg_start": _loadavg(),
+        "git": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip(),
+    }
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def fmt(value, spec: str = ",.0f", scale: float = 1.0) -> str:
+    if value is None or not isinstance(value, (int, float)):
+        return "—"
+    return format(value * scale, spec)
+
+
+def ratio(a, b) -> float | None:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        return a / b
+    return None
+
+
+def check_targets(res: dict) -> list[tuple[str, str, str]]:
+    """(target, measured, PASS/FAIL/n/a) rows."""
+    rows = []
+
+    def get(scn: str, server: str, key: str):
+        return res.get(scn, {}).get(server, {}).get(key)
+
+    def verdict(ok) -> str:
+        return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+    for scn in ("pingpong32", "stream1k"):
+        if scn not in res:
+            continue
+        t, b, c = (get(scn, s, "msgs_per_s") for s in ("threadws", BASELINE, "bare (ceiling)"))
+        r1, r2 = ratio(t, b), ratio(t, c)
+        rows.append((f"{SCENARIOS[scn]}: ≥ 1.5x websockets sync", fmt(r1, ".2f") + "x",
+                     verdict(None if r1 is None else r1 >= 1.5)))
+        rows.append((f"{SCENARIOS[scn]}: ≥ 0.5x bare ceiling", fmt(r2, ".2f") + "x",
+                     verdict(None if r2 is None else r2 >= 0.5)))
+    if "pingpong1" in res:
+        t, b = get("pingpong1", "threadws", "p50_us"), get("pingpong1", BASELINE, "p50_us")
+        rows.append(("Ping-pong, 1 connection: p50 latency ≤ websockets sync",
+                     f"{fmt(t, '.0f')} µs vs {fmt(b, '.0f')} µs", verdict(None if None in (t, b) else t <= b)))
+    if "stream1m" in res:
+        t, b = get("stream1m", "threadws", "mb_per_s"), get("stream1m", BASELINE, "mb_per_s")
+        r = ratio(t, b)
+        rows.append(("Streaming 1 MiB: MB/s ≥ websockets sync", f"{fmt(t, '.0f')} vs {fmt(b, '.0f')} MB/s "
+                     f"({fmt(r, '.2f')}x)", verdict(None if r is None else r >= 1.0)))
+    if "conns" in res:
+        held = get("conns", "threadws", "held")
+        target = get("conns", "threadws", "target")
+        rows.append((f"{fmt(target)} connections held by threadws", f"{fmt(held)} held",
+                     verdict(None if held is None else held >= target)))
+        t, b = get("conns", "threadws", "rss_per_conn"), get("conns", BASELINE, "rss_per_conn")
+        r = ratio(t, b)
+        rows.append(("RSS per connection ≤ 0.6x websockets sync", f"{fmt(t, ',.0f', 1 / 1024)} KiB vs "
+                     f"{fmt(b, ',.0f', 1 / 1024)} KiB ({fmt(r, '.2f')}x)", verdict(None if r is None else r <= 0.6)))
+    if "client" in res:
+        t, b = get("client", "threadws", "msgs_per_s"), get("client", BASELINE, "msgs_per_s")
+        r = ratio(t, b)
+        rows.append(("Client, 64 B request-response: ≥ 1.5x websockets sync client", f"{fmt(r, '.2f')}x",
+                     verdict(None if r is None else r >= 1.5)))
+    return rows
+
+
+def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -> None:
+    L = []
+    L.append("# threadws benchmark results\n")
+    L.append(f"Written by `{cfg['command']}` on {info['date']} in {elapsed / 60:.1f} minutes "
+             f"(threadws at commit `{info['git']}`). How to run and what is measured: [README.md](README.md).\n")
+    L.append("| machine | |\n| --- | --- |")
+    L.append(f"| CPUs (`nproc`) | {info['nproc']} |\n| CPU model | {info['cpu']} |\n| memory | {info['memory_gib']} GiB |")
+    L.append(f"| kernel | {info['kernel']} |\n| Python | {info['python']} |\n| Node.js | {info['node']} |")
+    L.append("| versions | " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + " |")
+    L.append(f"| load average (1/5/15 min) | {info['loadavg_start']} at the start, {info.get('loadavg_end', '?')} at "
+             "the end (it counts the benchmark's own threads too: the connections scenario's ~24,000 threads push "
+             "it into the hundreds; above ~1 before the start means other work shared the CPUs) |")
+    L.append(f"| settings | {cfg['repeats']} repeats per scenario (median reported), {cfg['warmup']} s warm-up + "
+             f"{cfg['duration']} s measured per run, {cfg['conns']:,} connections |\n")
+    L.append("Ratios are against `websockets` sync from the same run. Server CPU is user + system seconds of the "
+             "server process over the whole run (warm-up included); peak RSS is the server's VmHWM. "
+             "Load-generator CPU is the Node process's CPU over the run, as a share of one core: well under 100% "
+             "means it was not the bottleneck.\n")
+
+    L.append("## Targets\n")
+    L.append("| target | measured | result |\n| --- | --- | --- |")
+    for target, measured, verdict in check_targets(res):
+        L.append(f"| {target} | {measured} | **{verdict}** |")
+    L.append("")
+
+    for scn in ("pingpong1", "pingpong32", "stream1k", "stream1m", "handshakes"):
+        if scn not in res:
+            continue
+        L.append(f"## {SCENARIOS[scn]}\n")
+        handshake = scn == "handshakes"
+        unit = "handshakes/s" if handshake else "msgs/s"
+        key = "handshakes_per_s" if handshake else "msgs_per_s"
+        extra = " MB/s |" if scn.startswith("stream") else ""
+        L.append(f"| server | {unit} | vs ws sync |{extra} p50 ms | p99 ms | server CPU s | peak RSS MiB | "
+                 f"max threads | loadgen CPU |")
+        L.append("| --- " * (9 + bool(extra)) + "|")
+        base = res[scn].get(BASELINE, {}).get(key)
+        for server, r in res[scn].items():
+            if "error" in r:
+                L.append(f"| {server} | error: {r['error'][:120]} |" + " |" * (7 + bool(extra)))
+                continue
+            mbs = f" {fmt(r.get('mb_per_s'), ',.1f')} |" if extra else ""
+            L.append(f"| {server} | {fmt(r.get(key))} | {fmt(ratio(r.get(key), base), '.2f')}x |{mbs} "
+                     f"{fmt(r.get('p50_us'), '.2f', 1e-3)} | {fmt(r.get('p99_us'), '.2f', 1e-3)} | "
+                     f"{fmt(r.get('server_cpu_s'), '.2f')} | {fmt(r.get('peak_rss'), '.1f', 1 / 2**20)} | "
+                     f"{fmt(r.get('threads'))} | {fmt(r.get('loadgen_cpu_pct'), '.0f')}% |")
+        L.append("")
+
+    if "conns" in res:
+        L.append(f"## {SCENARIOS['conns']}: {cfg['conns']:,}\n")
+        L.append("| server | held | seconds to hold all | server CPU s to accept | RSS held MiB | RSS/conn KiB | "
+                 "vs ws sync | threads | threads/conn | memory maps | note |")
+        L.append("| --- " * 11 + "|")
+        base = res["conns"].get(BASELINE, {}).get("rss_per_conn")
+        for server, r in res["conns"].items():
+            if "error" in r:
+                L.append(f"| {server} | error: {r['error'][:120]} |" + " |" * 9)
+                continue
+            note = []
+            if r.get("held", 0) < r.get("target", 0):
+                note.append(f"max reached {fmt(r.get('held'))}; {r.get('failed')} failed")
+                if r.get("first_error"):
+                    note.append(f"first error: {r['first_error']}")
+            if not r.get("server_alive", True):
+                note.append("server died")
+            L.append(f"| {server} | {fmt(r.get('held'))} | {fmt(r.get('seconds_to_hold'), '.1f')} | "
+                     f"{fmt(r.get('accept_cpu_s'), '.2f')} | {fmt(r.get('rss'), ',.0f', 1 / 2**20)} | "
+                     f"{fmt(r.get('rss_per_conn'), ',.1f', 1 / 1024)} | "
+                     f"{fmt(ratio(r.get('rss_per_conn'), base), '.2f')}x | {fmt(r.get('threads'))} | "
+                     f"{fmt(r.get('threads_per_conn'), '.2f')} | {fmt(r.get('maps'))} | {'; '.join(note)} |")
+        L.append("\nRSS/conn = (RSS with all connections held − RSS of the idle server) / connections held.\n")
+
+    if "client" in res:
+        L.append(f"## {SCENARIOS['client']}\n")
+        L.append("| client | msgs/s | vs websockets sync | p50 µs | p99 µs | client CPU s |")
+        L.append("| --- " * 6 + "|")
+        base = res["client"].get(BASELINE, {}).get("msgs_per_s")
+        for client, r in res["client"].items():
+            if "error" in r:
+                L.append(f"| {client} | error: {r['error'][:120]} | | | | |")
+                continue
+            L.append(f"| {client} | {fmt(r.get('msgs_per_s'))} | {fmt(ratio(r.get('msgs_per_s'), base), '.2f')}x | "
+                     f"{fmt(r.get('p50_us'), '.0f')} | {fmt(r.get('p99_us'), '.0f')} | {fmt(r.get('cpu_s'), '.2f')} |")
+        L.append("\nOne connection, one message in flight; each client in a process of its own; CPU is the client "
+                 "process's (all threads) over the measured seconds.\n")
+    path.write_text("\n".join(L))
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs, 1 repeat, 2,000 connections")
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios: {','.join(SCENARIOS)}")
+    parser.add_argument("--servers", default="", help="comma-separated server names (default: all)")
+    parser.add_argument("--repeats", type=int, help="runs per scenario (default 3, --quick 1)")
+    parser.add_argument("--conns", type=int, help="connections in the conns scenario (default 8000, --quick 2000)")
+    parser.add_argument("--out", type=Path, help="report path (default bench/RESULTS.md; bench/RESULTS-quick.md "
+                                                  "with --quick)")
+    parser.add_argument("--no-install", action="store_true", help="don't run npm ci / pip install")
+    args = parser.parse_args()
+
+    cfg = {
+        "repeats": args.repeats or (1 if args.quick else 3),
+        "duration": 1.5 if args.quick else 3.0,
+        "warmup": 0.5 if args.quick else 1.0,
+        "conns": args.conns or (2000 if args.quick else 8000),
+        "conns_timeout": 90,
+        "conns_concurrency": 4,
+        "command": "python bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""),
+    }
+    scenarios = [s for s in args.only.split(",") if s] or list(SCENARIOS)
+    for s in scenarios:
+        if s not in SCENARIOS:
+            parser.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()] or list(SERVERS)
+    out = args.out or BENCH / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+
+    setup(args.no_install)
+    if not shutil.which("node"):
+        sys.exit("node is needed for the load generator")
+    started = time.monotonic()
+    info = machine_info()
+    res: dict[str, dict] = {}
+    for scn in scenarios:
+        log(f"== {SCENARIOS[scn]}")
+        res[scn] = {}
+        if scn == "client":
+            for client in CLIENTS:
+                res[scn][client] = repeat(lambda: client_run(client, cfg), cfg["repeats"], client)
+                log(f"  {client}: {_brief(res[scn][client])}")
+            continue
+        todo = [(s, SERVERS[s]) for s in servers]
+        if scn == "conns" and "threadws" in servers:
+            todo.insert(1, (STACK_VARIANT, STACK_VARIANT_CMD))
+        for name, cmd in todo:
+            if scn == "conns":
+                result = repeat(lambda: conns_run(cmd, cfg), max(1, cfg["repeats"] - 1), name)
+            else:
+                result = repeat(lambda: traffic_run(scn, cmd, cfg), cfg["repeats"], name)
+            res[scn][name] = result
+            log(f"  {name}: {_brief(result)}")
+    elapsed = time.monotonic() - started
+    info["loadavg_end"] = _loadavg()
+    write_report(res, info, cfg, out, elapsed)
+    (out.with_suffix(".json")).write_text(json.dumps({"machine": info, "config": cfg, "results": res}, indent=1))
+    log(f"wrote {out} ({elapsed / 60:.1f} min)")
+    for target, measured, verdict in check_targets(res):
+        log(f"  {verdict:4}  {target}: {measured}")
+
+
+def _brief(r: dict) -> str:
+    keys = ("msgs_per_s", "handshakes_per_s", "mb_per_s", "p50_us", "p99_us", "server_cpu_s", "loadgen_cpu_pct",
+            "held", "rss_per_conn", "threads", "accept_cpu_s", "seconds_to_hold", "error")
+    return ", ".join(f"{k}={r[k]:.4g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys if k in r)
+
+
+if __name__ == "__main__":
+    main()

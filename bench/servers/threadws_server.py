@@ -1,0 +1,26 @@
+"""threadws echo server for the benchmark: threadws.serve, keepalive off, 64 MiB read limit."""
+
+import argparse
+import threading
+
+import threadws
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int, required=True)
+parser.add_argument("--stack-size", type=int, default=0, help="thread stack size in KiB (0: the default, ulimit -s)")
+args = parser.parse_args()
+
+if args.stack_size:
+    threading.stack_size(args.stack_size * 1024)
+
+upgrader = threadws.Upgrader(ping_interval=None, read_limit=64 << 20, max_read_queue=64 << 20, max_write_queue=64 << 20)
+
+
+def echo(conn):
+    for message in conn:
+        conn.send(message)
+
+
+with threadws.serve(echo, "127.0.0.1", args.port, upgrader=upgrader) as server:
+    print("READY", server.server_address[1], flush=True)
+    server.serve_forever()
