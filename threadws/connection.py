@@ -5,16 +5,23 @@ Theory of operation
 Every connection owns three things: a socket, a wsproto ``Connection`` and two
 threads.
 
-* The **reader** is the only code that calls ``recv``. It feeds wsproto,
-  reassembles messages and puts them on the inbound queue; it answers pings and
-  the closing handshake itself (through the handlers), without waiting for the
-  application. When the inbound queue is full it stops reading, so TCP pushes
-  back on the peer.
+* The **reader** is the only code that calls ``recv``. It feeds wsproto and
+  puts what arrives on the inbound queue: a message that arrived whole as one
+  item, a longer one chunk by chunk (so ``next_reader`` can stream it); it
+  answers pings and the closing handshake itself (through the handlers),
+  without waiting for the application. When the inbound queue is full it stops
+  reading, so TCP pushes back on the peer. A protocol error from the peer is
+  queued where it occurred, so the application first reads what came before
+  it (and its replies precede the close frame), bounded by close_timeout.
 * The **writer** is the only code that sends. It drains everything queued into
-  as few ``sendmsg`` calls as it can; control frames (ping, pong, a failing
-  close) jump ahead of queued data. It also keeps the connection's clocks:
-  keepalive pings, the ping timeout, the read deadline and the closing
-  handshake's timeout all fire from its queue wait.
+  as few ``sendmsg`` calls as it can, trying first without waiting; control
+  frames (ping, pong, a failing close) jump ahead of queued data. It also keeps
+  the connection's clocks: keepalive pings, the ping timeout, the read deadline
+  and the closing handshake's timeout all fire from its queue wait, and while
+  a peer that doesn't read keeps it stuck in a send it still wakes every
+  second to look at them.
+* Whole messages are framed and queued under ``self._msg_lock`` too, which a
+  ``MessageWriter`` holds for its whole message, so messages never interleave.
 * ``self._lock`` owns the wsproto object. It is held only for in-memory work:
   producing a frame *and* putting it on the writer's (unbounded, non-blocking)
   queue, so the wire order is the order wsproto saw. It is never held across
