@@ -302,6 +302,9 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of connects would be dropped
+    # by the kernel and retried seconds later.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, owner: Server, address: tuple[str, int]) -> None:
         self.owner = owner
