@@ -63,6 +63,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
+from ._frames import FIN_BINARY, FIN_TEXT, MASK_BIT, build_frame, unmask
 from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
@@ -205,6 +206,12 @@ class Conn:
         # threadws.compression); wsproto runs them on every frame.
         self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions))
         self._deflate = next((e for e in extensions if isinstance(e, PerMessageDeflate)), None)
+        # No extension: whole data frames take the fast path (threadws._frames).
+        self._plain = not any(e.enabled() for e in extensions)
+        self._in_mask_bit = 0 if client else MASK_BIT  # a client's frames must be masked, a server's not
+        self._ws_owed = 0  # bytes of a frame begun in wsproto that it still needs
+        self._ws_mid = False  # wsproto is inside a fragmented message
+        self._pending = b""  # the start of a frame header split across reads
         if self._deflate is not None:
             self._deflate.read_limit = settings.read_limit
         self._lock = threading.Lock()
@@ -478,14 +485,15 @@ class Conn:
                 ``"close"`` policy just closed it).
             TypeError, ValueError: wrong type for *message_type*, invalid UTF-8.
         """
-        return self._write(_event_for(message_type, data), None, timeout, self._write_policy, compress)
+        return self._write(self._message(message_type, data), None, timeout, self._write_policy, compress)
 
     def send(self, data: Data, timeout: float | None = None) -> bool:
         """Send a ``str`` as a text message or bytes-like data as a binary one.
 
         See :meth:`write_message` for *timeout*, the result and what it raises.
         """
-        return self.write_message(MessageType.TEXT if isinstance(data, str) else MessageType.BINARY, data, timeout)
+        kind = MessageType.TEXT if isinstance(data, str) else MessageType.BINARY
+        return self._write(self._message(kind, data), None, timeout, self._write_policy)
 
     def try_send(self, message: Data | PreparedMessage) -> bool:
         """Queue a message if there is room right now; never blocks.
@@ -501,7 +509,7 @@ class Conn:
         if isinstance(message, PreparedMessage):
             return self._write(None, message, 0, "try")
         kind = MessageType.TEXT if isinstance(message, str) else MessageType.BINARY
-        return self._write(_event_for(kind, message), None, 0, "try")
+        return self._write(self._message(kind, message), None, 0, "try")
 
     def write_json(self, obj: Any, timeout: float | None = None) -> bool:
         """Send *obj* as a JSON text message (see :meth:`write_message`).
@@ -509,7 +517,7 @@ class Conn:
         Raises:
             TypeError, ValueError: *obj* can't be serialized; nothing is sent.
         """
-        return self._write(TextMessage(data=json.dumps(obj)), None, timeout, self._write_policy)
+        return self._write(self._message(MessageType.TEXT, json.dumps(obj)), None, timeout, self._write_policy)
 
     def write_prepared(self, message: PreparedMessage, timeout: float | None = None) -> bool:
         """Send a :class:`PreparedMessage`, framed once for every server-side connection.
@@ -566,10 +574,36 @@ class Conn:
         self._streaming = writer
         return writer
 
+    def _message(self, message_type: MessageType, data: Any) -> Any:
+        """Check a whole message's data; return its frame, or the event wsproto frames.
+
+        Without extensions the frame is built here (threadws._frames), outside
+        every lock: it doesn't touch wsproto's state, which only tracks
+        fragmented messages.
+        """
+        if not self._plain:
+            return _event_for(message_type, data)
+        if message_type == MessageType.TEXT:
+            if isinstance(data, str):
+                return build_frame(FIN_TEXT, data.encode("utf-8"), self._client)
+            data = bytes(data)
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("text message data is not valid UTF-8") from None
+            return build_frame(FIN_TEXT, data, self._client)
+        if message_type == MessageType.BINARY:
+            if isinstance(data, str):
+                raise TypeError("binary message data must be bytes-like, not str")
+            if type(data) is not bytes and type(data) is not bytearray:
+                data = bytes(data)  # a memoryview's len() may count items, not bytes
+            return build_frame(FIN_BINARY, data, self._client)
+        raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
+
     def _write(
-        self, event: Any, prepared: PreparedMessage | None, timeout: float | None, policy: str, compress: bool = True
+        self, message: Any, prepared: PreparedMessage | None, timeout: float | None, policy: str, compress: bool = True
     ) -> bool:
-        """Queue one whole message: *event* for wsproto, or a prepared one."""
+        """Queue one whole message: its frame or wsproto event (see _message), or a prepared one."""
         if self._shut:
             raise self._closing_exception()
         if policy == "block":
@@ -598,9 +632,14 @@ class Conn:
                     raise self._closing_exception()
                 if not compress and self._deflate is not None:
                     self._deflate.compress_next = False  # read by this message's first frame
-                frame = self._ws.send(event) if prepared is None else prepared._frame_for(self)
-                self._out_budget.add(len(frame))
-                self._wq.put(frame)
+                if prepared is not None:
+                    data = prepared._frame_for(self)
+                elif type(message) is bytes:
+                    data = message
+                else:
+                    data = self._ws.send(message)
+                self._out_budget.add(len(data))
+                self._wq.put(data)
         finally:
             self._msg_lock.release()
         return True
@@ -958,6 +997,89 @@ class Conn:
             self._finish()
 
     def _receive(self, data: Any) -> None:
+        """Deliver what one ``recv`` returned: whole plain frames ourselves, the rest through wsproto.
+
+        See threadws._frames for why. wsproto is always handed whole frames
+        (or the start of one, and then exactly its rest), so it is at a frame
+        boundary whenever this code parses, and ``_ws_mid`` says whether it
+        is inside a fragmented message (then every data frame goes to it).
+        """
+        if not self._plain:
+            self._receive_ws(data)
+            return
+        owed = self._ws_owed
+        if owed:
+            k = min(owed, len(data))
+            self._ws_owed = owed - k
+            if not self._receive_ws(data[:k]):
+                return
+            data = data[k:]
+        if self._pending:
+            data = self._pending + bytes(data)
+            self._pending = b""
+        end = len(data)
+        i = 0
+        mask_bit = self._in_mask_bit
+        while i < end and not self._discarding:
+            # The header: 2 bytes, an extended length, the masking key.
+            if end - i < 2:
+                self._pending = bytes(data[i:])
+                return
+            b0 = data[i]
+            b1 = data[i + 1]
+            n = b1 & 0x7F
+            j = i + 2
+            canonical = True
+            if n >= 126:
+                size = 2 if n == 126 else 8
+                if end - j < size:
+                    self._pending = bytes(data[i:])
+                    return
+                n = int.from_bytes(data[j : j + size], "big")
+                j += size
+                canonical = n >= 126 if size == 2 else (n >= 65536 and not n >> 63)
+            masked = b1 & 0x80
+            if masked:
+                if end - j < 4:
+                    self._pending = bytes(data[i:])
+                    return
+                j += 4
+            stop = j + n
+            if (
+                (b0 == FIN_TEXT or b0 == FIN_BINARY)
+                and masked == mask_bit
+                and canonical
+                and stop <= end
+                and not self._ws_mid
+                and n <= self._read_limit
+            ):
+                payload = unmask(data[j:stop], data[j - 4 : j]) if masked else bytes(data[j:stop])
+                if b0 == FIN_BINARY:
+                    if not self._queue_whole(MessageType.BINARY, payload, n):
+                        return
+                    i = stop
+                    continue
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # wsproto reports it, with the right close code
+                else:
+                    if not self._queue_whole(MessageType.TEXT, text, n):
+                        return
+                    i = stop
+                    continue
+            # Anything else is wsproto's: this frame, or its start and then the rest.
+            if stop > end:
+                self._ws_owed = stop - end
+                stop = end
+            if not b0 & 0x08:  # a data frame: track whether a message is open
+                self._ws_mid = not b0 & 0x80
+            if not self._receive_ws(data[i:stop]):
+                return
+            i = stop
+
+    def _receive_ws(self, data: Any) -> bool:
+        """Feed wsproto and act on its events; False once nothing more may be read."""
         with self._lock:
             self._ws.receive_data(data)
             events: list[Any] = list(self._ws.events())
@@ -966,7 +1088,7 @@ class Conn:
             kind = type(event)
             if kind is BytesMessage or kind is TextMessage:
                 if not self._on_data(event):
-                    return
+                    return False
             elif kind is Ping:
                 self._call_handler(self._ping_handler, event.payload)
             elif kind is Pong:
@@ -982,9 +1104,10 @@ class Conn:
                     if self._deflate is not None and self._deflate.failure is not None:
                         reason, detail = self._deflate.failure  # wsproto only says "error in extension"
                     self._fail_in_order(event.code, reason, detail)
-                return
+                return False
             if self._discarding:
-                return
+                return False
+        return not self._discarding
 
     def _on_data(self, event: TextMessage | BytesMessage) -> bool:
         data: Any = event.data
@@ -992,35 +1115,45 @@ class Conn:
             n = len(data) if data.isascii() else len(data.encode("utf-8"))
         else:
             n = len(data)
-        size = self._msg_size + n
-        if size > self._read_limit:
-            self._fail_in_order(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"message too big (limit {self._read_limit} bytes)",
-                f"message over the read limit of {self._read_limit} bytes",
-            )
-            return False
         message_type = MessageType.TEXT if type(event) is TextMessage else MessageType.BINARY
         if event.message_finished and not self._in_message:
-            # The whole message in one event: the common case, one queue item.
-            self._inq.put((message_type, data, size))
-            queued = size
-        else:
-            # Part of a longer message: hand it over now, so a streaming
-            # consumer never holds the whole message, and neither do we.
-            self._inq.put(_Chunk(message_type, data, event.message_finished, n))
-            self._in_message = not event.message_finished
-            self._msg_chunks = self._msg_chunks + 1 if self._in_message else 0
-            queued = n
+            return self._queue_whole(message_type, data, n)
+        # Part of a longer message: hand it over now, so a streaming
+        # consumer never holds the whole message, and neither do we.
+        size = self._msg_size + n
+        if size > self._read_limit:
+            return self._too_big()
+        self._inq.put(_Chunk(message_type, data, event.message_finished, n))
+        self._in_message = not event.message_finished
+        self._msg_chunks = self._msg_chunks + 1 if self._in_message else 0
         self._msg_size = 0 if event.message_finished else size
-        if self._in_budget.add(queued):
+        self._account(n)
+        return True
+
+    def _queue_whole(self, message_type: MessageType, data: Data, size: int) -> bool:
+        """Queue a message that arrived whole: the common case, one queue item."""
+        if size > self._read_limit:
+            return self._too_big()
+        self._inq.put((message_type, data, size))
+        self._account(size)
+        return True
+
+    def _too_big(self) -> bool:
+        self._fail_in_order(
+            CloseCode.MESSAGE_TOO_BIG,
+            f"message too big (limit {self._read_limit} bytes)",
+            f"message over the read limit of {self._read_limit} bytes",
+        )
+        return False
+
+    def _account(self, size: int) -> None:
+        if self._in_budget.add(size):
             # Full: stop reading so TCP pushes back on the peer. Our own
             # keepalive must not blame the peer for the silence this causes.
             self._reader_paused = True
             self._in_budget.wait_room(None)
             self._last_recv = _monotonic()
             self._reader_paused = False
-        return True
 
     def _on_close(self, code: int, reason: str, peer_first: bool) -> None:
         self._discarding = True
