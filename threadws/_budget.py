@@ -64,7 +64,10 @@ class Budget:
         """Count what was queued; return True if the queue is now at the mark."""
         self.added_bytes += nbytes
         self.added_items += nitems
-        return self._full()
+        return (
+            self.added_bytes - self.released_bytes >= self.max_bytes
+            or self.added_items - self.released_items >= self.max_items
+        )
 
     def release(self, nbytes: int, nitems: int = 1) -> None:
         """Count what was taken off the queue, waking producers if there is room again."""
@@ -79,7 +82,10 @@ class Budget:
 
     def wait_room(self, timeout: float | None) -> bool:
         """Wait until below the mark or closed; False if *timeout* passed first."""
-        if not self._full():
+        if (
+            self.added_bytes - self.released_bytes < self.max_bytes
+            and self.added_items - self.released_items < self.max_items
+        ):
             return True
         with self._lock:
             self._waiting += 1

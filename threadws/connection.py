@@ -314,10 +314,15 @@ class Conn:
             ConnectionClosed: the connection has ended and every message that
                 arrived before the end has been read.
         """
-        deadline = None if timeout is None else _monotonic() + timeout
-        self._acquire_reading(deadline, timeout)
+        if timeout is None:
+            deadline = None
+            self._read_lock.acquire()
+        else:
+            deadline = _monotonic() + timeout
+            self._acquire_reading(deadline, timeout)
         try:
-            self._discard_current_reader()
+            if self._current_reader is not None:
+                self._discard_current_reader()
             parts = self._partial
             while True:
                 item = self._next_item(deadline, timeout)
@@ -387,10 +392,13 @@ class Conn:
     def _next_item(self, deadline: float | None, timeout: float | None = None) -> Any:
         """The next message or chunk from the reader thread (holding the read lock)."""
         while True:
-            try:
-                item = self._inq.get(timeout=None if deadline is None else max(0.0, deadline - _monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"no message within {timeout} s") from None
+            if deadline is None:
+                item = self._inq.get()
+            else:
+                try:
+                    item = self._inq.get(timeout=max(0.0, deadline - _monotonic()))
+                except queue.Empty:
+                    raise TimeoutError(f"no message within {timeout} s") from None
             if item is _ENDED:
                 self._inq.put(_ENDED)  # for the next reader: the end is sticky
                 raise self._final_exception()
@@ -424,7 +432,7 @@ class Conn:
         """
         while True:
             try:
-                yield self.recv()
+                yield self.read_message()[1]
             except ConnectionClosedOK:
                 return
 
@@ -617,7 +625,9 @@ class Conn:
             self._fail(self._full_close_code, "send queue full", "send queue full: the peer reads too slowly")
             raise self._closing_exception()
         if policy == "block":
-            if not self._msg_lock.acquire(timeout=-1 if timeout is None else timeout):
+            if timeout is None:
+                self._msg_lock.acquire()
+            elif not self._msg_lock.acquire(timeout=timeout):
                 raise TimeoutError(f"another message was still being written after {timeout} s")
         # The message lock is only ever held for long by a MessageWriter: then
         # a call that must not block reports a full queue; otherwise the wait
@@ -1205,20 +1215,39 @@ class Conn:
 
     def _write_loop(self) -> None:
         q = self._wq
+        get = q.get
+        ctrl = self._ctrl
         try:
+            timeout = self._run_timers()
             while True:
-                timeout = self._run_timers()
-                if self._ctrl and q.empty():
+                if ctrl and q.empty():
                     batch: list[Any] = []
                 else:
                     try:
-                        batch = [q.get(timeout=timeout)]
+                        batch = [get(timeout=timeout)]
                     except queue.Empty:
+                        timeout = self._run_timers()
                         continue
                     while not q.empty():
                         batch.append(q.get_nowait())
-                if not self._write_batch(batch):
+                if len(batch) == 1 and type(batch[0]) is bytes and not ctrl:
+                    # The common case, one message: no bookkeeping beyond the send.
+                    data = batch[0]
+                    self._send(batch)
+                    self._out_budget.release(len(data), 1)
+                    # Data can't make a timer earlier (whatever does, queues
+                    # _WAKE), so the timers need a look only when one is due.
+                    nxt = self._next_timer
+                    if nxt is None:
+                        timeout = None
+                        continue
+                    now = _monotonic()
+                    if now < nxt:
+                        timeout = nxt - now
+                        continue
+                elif not self._write_batch(batch):
                     return
+                timeout = self._run_timers()
         except _WriteDeadline:
             self._note("write deadline exceeded", TimeoutError("write deadline exceeded"))
         except OSError as exc:
@@ -1305,6 +1334,16 @@ class Conn:
         # First try without waiting: the usual case, one system call and no
         # change to the socket's timeout (which the reader shares).
         flags: int = socket.MSG_DONTWAIT
+        if len(bufs) == 1:
+            data = bufs[0]
+            try:
+                n = sock.send(data, flags)
+            except (BlockingIOError, TimeoutError):
+                n = 0
+            if n == len(data):
+                self._last_progress = _monotonic()
+                return
+            bufs = [memoryview(data)[n:]]
         while bufs:
             try:
                 n = sock.sendmsg(bufs[:_IOV_MAX], (), flags)
