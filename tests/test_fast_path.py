@@ -13,12 +13,13 @@ import random
 import struct
 
 import pytest
-from .conftest import ROLES, frame
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 import threadws
 from threadws import CloseCode, MessageType
 from threadws._frames import build_frame, unmask
+
+from .conftest import ROLES, frame
 
 
 @pytest.fixture(params=ROLES)
