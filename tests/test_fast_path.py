@@ -208,3 +208,17 @@ def test_client_frames_are_masked_with_a_fresh_key():
     assert one[2:6] != two[2:6]
     assert unmask(one[6:], one[2:6]) == b"same payload"
     assert build_frame(0x81, b"srv", client=False) == b"\x81\x03srv"
+
+
+def test_receive_buffer_grows_for_a_burst_and_shrinks_after(pair, role):
+    """A burst (reads fill the buffer, it grows), then small reads one at a time
+    (it shrinks back), then a burst again: every byte arrives, in order."""
+    conn, peer = pair(role, read_limit=1 << 20)
+    big = bytes(range(256)) * 2000
+    for round_ in range(2):
+        peer.send_raw(b"".join(peer.frame(2, big) for _ in range(4)))
+        assert read_all(conn, 4) == [(MessageType.BINARY, big)] * 4
+        for i in range(40):
+            peer.send_raw(peer.frame(1, f"small {round_} {i}".encode()))
+            assert conn.read_message(timeout=5) == (MessageType.TEXT, f"small {round_} {i}")
+    assert not conn.closed

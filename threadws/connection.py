@@ -82,9 +82,11 @@ _ids = itertools.count(1)
 
 #: recv_into buffer: it starts small (it is resident memory for every idle
 #: connection) and doubles while reads fill it, up to the largest, so that a
-#: 1 MiB message takes few calls.
-_RECV_SIZE_FIRST = 16 * 1024
+#: 1 MiB message takes few calls; after _RECV_SHRINK_AFTER small reads in a
+#: row (the burst is over) it goes back to the first size.
+_RECV_SIZE_FIRST = 4 * 1024
 _RECV_SIZE = 256 * 1024
+_RECV_SHRINK_AFTER = 16
 #: Linux's IOV_MAX: the most buffers one sendmsg takes.
 _IOV_MAX = 1024
 #: A writer stuck on a peer that doesn't read wakes this often to keep the clocks.
@@ -970,6 +972,7 @@ class Conn:
         sock = self._sock
         buf = bytearray(_RECV_SIZE_FIRST)
         view = memoryview(buf)
+        small_reads = 0
         poller: select.poll | None = None
         try:
             if self._trailing:
@@ -994,9 +997,18 @@ class Conn:
                 self._last_recv = _monotonic()
                 if not self._discarding:
                     self._receive(view[:n])
-                if n == len(buf) and n < _RECV_SIZE:
-                    buf = bytearray(2 * n)  # a full read: more is coming, read bigger
-                    view = memoryview(buf)
+                size = len(buf)
+                if n == size:
+                    small_reads = 0
+                    if n < _RECV_SIZE:
+                        buf = bytearray(2 * n)  # a full read: more is coming, read bigger
+                        view = memoryview(buf)
+                elif size > _RECV_SIZE_FIRST and n <= _RECV_SIZE_FIRST:
+                    small_reads += 1
+                    if small_reads == _RECV_SHRINK_AFTER:
+                        small_reads = 0
+                        buf = bytearray(_RECV_SIZE_FIRST)
+                        view = memoryview(buf)
         except OSError as exc:
             if not self._shut:
                 self._note(f"connection lost: {exc}", exc)
