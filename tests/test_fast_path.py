@@ -73,6 +73,11 @@ def test_mixed_stream_in_random_chunks(pair, role):
     conn.abort()
 
 
+# Longer than a frame that waits to be parsed whole: streamed in chunks, and
+# its 2- and 3-byte characters get cut between reads.
+LONG_TEXT = "aé€" * 700
+
+
 def test_every_split_point(pair, role):
     """Each place a read can end, in the header or the payload, of every kind of frame.
 
@@ -89,6 +94,7 @@ def test_every_split_point(pair, role):
             (2, b"s", False),
             (0, b"t", True),
             (1, b"end", True),
+            (1, LONG_TEXT.encode(), True),
         ]
     )
     expected = [
@@ -96,15 +102,20 @@ def test_every_split_point(pair, role):
         (MessageType.BINARY, b"b" * 130),
         (MessageType.BINARY, b"st"),
         (MessageType.TEXT, "end"),
+        (MessageType.TEXT, LONG_TEXT),
     ]
     for cut in range(1, len(short)):
         conn._receive(memoryview(short[:cut]))
         conn._receive(memoryview(short[cut:]))
         assert read_all(conn, len(expected)) == expected, f"split at {cut}"
         assert type(peer.next_event()) is Pong
-    # And one byte per read.
-    for byte in short:
+    # And one byte per read (a chunk per byte: the long frame's ~4,900 would
+    # fill the inbound queue's count bound, so it gets 7 bytes per read).
+    long_start = len(short) - len(frame(1, LONG_TEXT.encode(), mask=role == "server"))
+    for byte in short[:long_start]:
         conn._receive(bytes([byte]))
+    for at in range(long_start, len(short), 7):
+        conn._receive(short[at : at + 7])
     assert read_all(conn, len(expected)) == expected
     assert not conn.closed
     conn.abort()
@@ -164,7 +175,7 @@ def test_nothing_after_a_protocol_error_is_delivered(pair, role):
 
 
 def test_nothing_after_a_close_frame_is_delivered(pair, role):
-    conn, peer = pair(role)
+    conn, peer = pair(role, close_timeout=0.5)  # the client then waits that long for TCP's end
     close = peer.frame(8, struct.pack("!H", 1000))
     peer.send_raw(peer.frame(2, b"before") + close + peer.frame(2, b"after"))
     assert conn.read_message(timeout=5) == (MessageType.BINARY, b"before")
@@ -222,3 +233,22 @@ def test_receive_buffer_grows_for_a_burst_and_shrinks_after(pair, role):
             peer.send_raw(peer.frame(1, f"small {round_} {i}".encode()))
             assert conn.read_message(timeout=5) == (MessageType.TEXT, f"small {round_} {i}")
     assert not conn.closed
+
+
+def test_invalid_utf8_in_a_long_frame_fails_before_the_rest_arrives(pair, role):
+    conn, peer = pair(role, read_limit=1 << 20)
+    whole = peer.frame(1, b"a" * 5000 + b"\xc0\xaf" + b"b" * 100_000)
+    peer.send_raw(whole[:6000])  # the header, the bad bytes; 99 KB never sent
+    assert peer.expect_close().code == CloseCode.INVALID_PAYLOAD_DATA
+    with pytest.raises(threadws.ConnectionClosed):
+        conn.read_message(timeout=5)
+
+
+def test_long_frame_then_messages_in_the_same_read(pair, role):
+    conn, peer = pair(role, read_limit=1 << 20)
+    long = bytes(range(256)) * 40
+    stream = peer.frame(2, long) + peer.frame(1, b"next") + peer.frame(9, b"p") + peer.frame(2, b"last")
+    peer.send_raw(stream[:3000])
+    peer.send_raw(stream[3000:])
+    assert read_all(conn, 3) == [(MessageType.BINARY, long), (MessageType.TEXT, "next"), (MessageType.BINARY, b"last")]
+    assert type(peer.next_event()) is Pong

