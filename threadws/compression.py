@@ -13,7 +13,9 @@ Three parts, each usable on its own:
   This one never produces more than the read limit allows: it inflates with
   ``max_length`` set to what is left of the current message's budget, drains
   ``unconsumed_tail`` in bounded steps, and fails the message (1009) the moment
-  the decompressed size passes the limit, so peak memory stays near the limit.
+  the decompressed size passes the limit. The pieces bypass wsproto (which
+  would copy them twice) and are never joined, so peak memory stays near the
+  limit.
 
 Memory per connection
 ---------------------
@@ -379,6 +381,12 @@ class PerMessageDeflate(Extension):
             first frame, and reset to True.
         failure: ``(close reason, detail)`` of the last inbound failure, for
             the close frame and the ConnectionClosed.
+        hand_over: False (the default) makes this an ordinary wsproto
+            extension, whose events carry the inflated data. threadws's
+            connection sets it: then the inflated data skips wsproto, which
+            would copy it twice more, and comes from :meth:`take_inflated`
+            in pieces that are never joined, so a bomb costs at most the read
+            limit plus one step, whatever its ratio.
     """
 
     name = NAME
@@ -389,6 +397,7 @@ class PerMessageDeflate(Extension):
         self.read_limit = read_limit
         self.compress_next = True
         self.failure: tuple[str, str] | None = None
+        self.hand_over = False
         a = agreement
         if client:
             send_bits, self._send_reset = a.client_max_window_bits, a.client_no_context_takeover
@@ -411,6 +420,7 @@ class PerMessageDeflate(Extension):
         self._in_compressed = False
         self._in_size = 0
         self._in_control = False
+        self._pieces: list[bytes] | None = None  # the current data frame's inflated bytes
         # Outbound: is the message being sent compressed.
         self._out_compressed = False
 
@@ -453,59 +463,85 @@ class PerMessageDeflate(Extension):
             self._in_size = 0
             if rsv.rsv1 and self._inflater is None:
                 self._inflater = zlib.decompressobj(-self._recv_bits)
+        if not self._in_control:
+            self._pieces = [] if self._in_compressed else None
         return RsvBits(True, False, False)
 
     def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
         if self._in_control or not self._in_compressed:
             return data
-        return self._inflate(data)
+        # The inflated bytes go to take_inflated(), not back to wsproto: it
+        # would copy them twice more (into a bytearray, then into bytes).
+        failure = self._inflate(data)
+        if failure is not None:
+            return failure
+        return b"" if self.hand_over else self._joined()
 
     def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol, fin: bool) -> bytes | CloseReason | None:
         if self._in_control or not self._in_compressed or not fin:
             return None
-        result = self._inflate(_TAIL)
-        if isinstance(result, CloseReason):
-            return result
+        failure = self._inflate(_TAIL)
+        if failure is not None:
+            return failure
         self._in_compressed = False
         inflater = self._inflater
         # A sender may end a message with a final block (7.2.3.4): what follows
         # is a new stream, so start a new inflater.
         if self._recv_reset or (inflater is not None and inflater.eof):
             self._inflater = None
-        return result
+        return None if self.hand_over else self._joined()
 
-    def _inflate(self, data: bytes) -> bytes | CloseReason:
-        """Inflate *data*, never producing more than the message's remaining budget (plus one byte)."""
+    def _joined(self) -> bytes:
+        pieces = self._pieces
+        assert pieces is not None
+        self._pieces = []
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def take_inflated(self) -> list[bytes] | None:
+        """What the data frame (or part of one) wsproto just reported inflated to.
+
+        With :attr:`hand_over` set, wsproto's event for a compressed frame
+        carries no data: its payload is here, in pieces of at most 256 KiB (none while zlib still buffers),
+        with text still to be decoded. None when the frame was not compressed
+        (the event carries the payload as usual).
+        """
+        pieces = self._pieces
+        if pieces is not None:
+            self._pieces = []
+        return pieces
+
+    def _inflate(self, data: bytes) -> CloseReason | None:
+        """Inflate *data* onto the pieces, never producing more than the message's remaining budget (plus one byte)."""
         inflater = self._inflater
-        assert inflater is not None
+        pieces = self._pieces
+        assert inflater is not None and pieces is not None
         budget = self.read_limit - self._in_size
-        pieces = []
-        produced = 0
         try:
             while True:
                 # Ask for at most one byte over the budget: enough to know it was
                 # passed. (Never 0, which would mean "no limit".)
-                want = max(1, min(budget - produced + 1, _INFLATE_STEP))
+                want = max(1, min(budget + 1, _INFLATE_STEP))
                 piece = inflater.decompress(data, want)
-                produced += len(piece)
-                if produced > budget:
+                if len(piece) > budget:
                     self.failure = (
                         f"message too big (limit {self.read_limit} bytes)",
                         f"message over the read limit of {self.read_limit} bytes (decompressed)",
                     )
-                    self._inflater = None  # drop the window and what it produced
+                    self._inflater = self._pieces = None  # drop the window and what it produced
                     return CloseReason.MESSAGE_TOO_BIG
-                pieces.append(piece)
+                budget -= len(piece)
+                if piece:
+                    pieces.append(piece)
                 data = inflater.unconsumed_tail
                 # A full piece may leave output pending even with no input left.
                 if inflater.eof or (not data and len(piece) < want):
                     break
         except zlib.error as exc:
             self.failure = ("invalid compressed data", f"message failed to inflate: {exc}")
-            self._inflater = None
+            self._inflater = self._pieces = None
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        self._in_size += produced
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self._in_size = self.read_limit - budget
+        return None
 
     # --- outbound -----------------------------------------------------------
 

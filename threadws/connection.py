@@ -223,8 +223,10 @@ class Conn:
         self._long_key: bytes | None = None  # its masking key, rotated to the next byte
         self._long_type = MessageType.BINARY
         self._long_decoder: codecs.IncrementalDecoder | None = None  # for a text frame
+        self._inflated_decoder: codecs.IncrementalDecoder | None = None  # for compressed text
         if self._deflate is not None:
             self._deflate.read_limit = settings.read_limit
+            self._deflate.hand_over = True  # see _receive_ws
         self._lock = threading.Lock()
         self.subprotocol: str | None = subprotocol
         """The subprotocol agreed in the handshake, or None."""
@@ -1154,31 +1156,36 @@ class Conn:
             try:
                 chunk = decoder.decode(payload, fin)
             except UnicodeDecodeError as exc:
-                # Fail fast, with what wsproto would say for the same bytes.
-                self._fail_in_order(CloseCode.INVALID_PAYLOAD_DATA, str(exc), f"protocol error from peer: {exc}")
-                return False
+                return self._invalid_utf8(exc)
             if fin:
                 self._long_decoder = None
-        size = self._msg_size + k
-        if size > self._read_limit:
-            return self._too_big()
-        self._inq.put(_Chunk(self._long_type, chunk, fin, k))
-        self._in_message = not fin
-        self._msg_chunks = 0 if fin else self._msg_chunks + 1
-        self._msg_size = 0 if fin else size
-        self._account(k)
-        return True
+        return self._deliver(self._long_type, chunk, fin, k)
 
     def _receive_ws(self, data: Any) -> bool:
         """Feed wsproto and act on its events; False once nothing more may be read."""
+        deflate = self._deflate
         with self._lock:
             self._ws.receive_data(data)
-            events: list[Any] = list(self._ws.events())
+            if deflate is None:
+                events: list[Any] = list(self._ws.events())
+            else:
+                # A compressed frame's event comes without its data: pair it
+                # with the inflated pieces (see PerMessageDeflate.take_inflated).
+                events = []
+                for event in self._ws.events():
+                    if type(event) is BytesMessage or type(event) is TextMessage:
+                        pieces = deflate.take_inflated()
+                        if pieces is not None:
+                            event = (event, pieces)
+                    events.append(event)
             state = self._ws.state
         for event in events:
             kind = type(event)
             if kind is BytesMessage or kind is TextMessage:
                 if not self._on_data(event):
+                    return False
+            elif kind is tuple:
+                if not self._on_inflated(*event):
                     return False
             elif kind is Ping:
                 self._call_handler(self._ping_handler, event.payload)
@@ -1204,20 +1211,64 @@ class Conn:
         data: Any = event.data
         if type(event) is TextMessage:
             n = len(data) if data.isascii() else len(data.encode("utf-8"))
-        else:
-            n = len(data)
-        message_type = MessageType.TEXT if type(event) is TextMessage else MessageType.BINARY
-        if event.message_finished and not self._in_message:
+            return self._deliver(MessageType.TEXT, data, event.message_finished, n)
+        return self._deliver(MessageType.BINARY, data, event.message_finished, len(data))
+
+    def _on_inflated(self, event: TextMessage | BytesMessage, pieces: list[bytes]) -> bool:
+        """Deliver what a compressed frame inflated to, piece by piece; text is validated here."""
+        fin = event.message_finished
+        if type(event) is BytesMessage:
+            if fin and not pieces:
+                pieces = [b""]
+            last = len(pieces) - 1
+            for i, piece in enumerate(pieces):
+                if not self._deliver(MessageType.BINARY, piece, fin and i == last, len(piece)):
+                    return False
+            return True
+        decoder = self._inflated_decoder
+        if fin and decoder is None and len(pieces) <= 1:
+            # The common case, a whole message in one piece: no incremental decoder.
+            piece = pieces[0] if pieces else b""
+            try:
+                text = piece.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return self._invalid_utf8(exc)
+            return self._deliver(MessageType.TEXT, text, True, len(piece))
+        if decoder is None:
+            decoder = self._inflated_decoder = _utf8_decoder()
+        if fin and not pieces:
+            pieces = [b""]
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            end = fin and i == last
+            try:
+                text = decoder.decode(piece, end)
+            except UnicodeDecodeError as exc:
+                return self._invalid_utf8(exc)
+            if not self._deliver(MessageType.TEXT, text, end, len(piece)):
+                return False
+        if fin:
+            self._inflated_decoder = None
+        return True
+
+    def _invalid_utf8(self, exc: UnicodeDecodeError) -> bool:
+        # Fail fast, with what wsproto would say for the same bytes.
+        self._fail_in_order(CloseCode.INVALID_PAYLOAD_DATA, str(exc), f"protocol error from peer: {exc}")
+        return False
+
+    def _deliver(self, message_type: MessageType, data: Data, finished: bool, n: int) -> bool:
+        """Queue *n* bytes of a message: the whole of it, or its next part."""
+        if finished and not self._in_message:
             return self._queue_whole(message_type, data, n)
         # Part of a longer message: hand it over now, so a streaming
         # consumer never holds the whole message, and neither do we.
         size = self._msg_size + n
         if size > self._read_limit:
             return self._too_big()
-        self._inq.put(_Chunk(message_type, data, event.message_finished, n))
-        self._in_message = not event.message_finished
+        self._inq.put(_Chunk(message_type, data, finished, n))
+        self._in_message = not finished
         self._msg_chunks = self._msg_chunks + 1 if self._in_message else 0
-        self._msg_size = 0 if event.message_finished else size
+        self._msg_size = 0 if finished else size
         self._account(n)
         return True
 
