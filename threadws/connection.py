@@ -1173,11 +1173,10 @@ class Conn:
                 # with the inflated pieces (see PerMessageDeflate.take_inflated).
                 events = []
                 for event in self._ws.events():
+                    pieces = None
                     if type(event) is BytesMessage or type(event) is TextMessage:
                         pieces = deflate.take_inflated()
-                        if pieces is not None:
-                            event = (event, pieces)
-                    events.append(event)
+                    events.append(event if pieces is None else (event, pieces))
             state = self._ws.state
         for event in events:
             kind = type(event)
@@ -1217,35 +1216,24 @@ class Conn:
     def _on_inflated(self, event: TextMessage | BytesMessage, pieces: list[bytes]) -> bool:
         """Deliver what a compressed frame inflated to, piece by piece; text is validated here."""
         fin = event.message_finished
-        if type(event) is BytesMessage:
-            if fin and not pieces:
-                pieces = [b""]
-            last = len(pieces) - 1
-            for i, piece in enumerate(pieces):
-                if not self._deliver(MessageType.BINARY, piece, fin and i == last, len(piece)):
-                    return False
-            return True
-        decoder = self._inflated_decoder
-        if fin and decoder is None and len(pieces) <= 1:
-            # The common case, a whole message in one piece: no incremental decoder.
-            piece = pieces[0] if pieces else b""
-            try:
-                text = piece.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return self._invalid_utf8(exc)
-            return self._deliver(MessageType.TEXT, text, True, len(piece))
-        if decoder is None:
-            decoder = self._inflated_decoder = _utf8_decoder()
         if fin and not pieces:
             pieces = [b""]
+        text = type(event) is TextMessage
+        kind = MessageType.TEXT if text else MessageType.BINARY
+        decoder = self._inflated_decoder
+        if text and decoder is None and not (fin and len(pieces) == 1):
+            # A whole message in one piece (the common case) needs no incremental decoder.
+            decoder = self._inflated_decoder = _utf8_decoder()
         last = len(pieces) - 1
         for i, piece in enumerate(pieces):
             end = fin and i == last
-            try:
-                text = decoder.decode(piece, end)
-            except UnicodeDecodeError as exc:
-                return self._invalid_utf8(exc)
-            if not self._deliver(MessageType.TEXT, text, end, len(piece)):
+            data: Data = piece
+            if text:
+                try:
+                    data = piece.decode("utf-8") if decoder is None else decoder.decode(piece, end)
+                except UnicodeDecodeError as exc:
+                    return self._invalid_utf8(exc)
+            if not self._deliver(kind, data, end, len(piece)):
                 return False
         if fin:
             self._inflated_decoder = None
