@@ -184,13 +184,17 @@ def test_nothing_after_a_close_frame_is_delivered(pair, role):
     assert type(peer.expect_close()) is CloseConnection
 
 
-def test_invalid_utf8_in_a_whole_frame_is_1007_after_the_messages_before_it(pair, role):
+@pytest.mark.parametrize("offset", [0, 600], ids=["short", "unmasked-in-place"])
+def test_invalid_utf8_in_a_whole_frame_is_1007_after_the_messages_before_it(pair, role, offset):
     conn, peer = pair(role)
-    peer.send_raw(peer.frame(1, b"ok") + peer.frame(1, b"\xff\xfe") + peer.frame(1, b"never"))
+    bad = b"a" * offset + b"\xff\xfe"  # over 512 bytes a server unmasks in the receive buffer
+    peer.send_raw(peer.frame(1, b"ok") + peer.frame(1, bad) + peer.frame(1, b"never"))
     assert conn.read_message(timeout=5) == (MessageType.TEXT, "ok")
     with pytest.raises(threadws.ConnectionClosed):
         conn.read_message(timeout=5)
-    assert peer.expect_close().code == CloseCode.INVALID_PAYLOAD_DATA
+    close = peer.expect_close()
+    assert close.code == CloseCode.INVALID_PAYLOAD_DATA
+    assert f"can't decode byte 0xff in position {offset}" in close.reason  # what wsproto would say
 
 
 def test_ping_between_whole_frames_is_answered_in_order(pair, role):

@@ -30,14 +30,14 @@ _LONG_MASKED = struct.Struct("!BBQ4s")
 #: Below this size XOR through one big integer is the quickest unmasking; above
 #: it, four strided ``bytes.translate`` passes over a bytearray, in place, are
 #: (1.3 ms per MiB on the benchmark machine, against 1.9 for wsproto's masker).
-_INT_XOR_MAX = 512
+INT_XOR_MAX = 512
 _tables: list[bytes] = []
 
 
 def unmask(data: Buffer, key: Buffer) -> bytes:
     """XOR *data* with the 4-byte masking *key* (RFC 6455 section 5.3)."""
     n = len(data)
-    if n <= _INT_XOR_MAX:
+    if n <= INT_XOR_MAX:
         keys = (bytes(key) * ((n >> 2) + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(n, "little")
     out = bytearray(data)

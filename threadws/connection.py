@@ -64,7 +64,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
-from ._frames import FIN_BINARY, FIN_TEXT, MASK_BIT, build_frame, rotate, unmask, unmask_into
+from ._frames import FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, build_frame, rotate, unmask, unmask_into
 from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
@@ -1108,7 +1108,13 @@ class Conn:
                         self._long_type = MessageType.BINARY
                     self._long_chunk(data, buf, j, end)
                     return
-                payload = unmask(data[j:stop], data[j - 4 : j]) if masked else bytes(data[j:stop])
+                if not masked:
+                    payload = bytes(data[j:stop])
+                elif buf is not None and n > INT_XOR_MAX:
+                    unmask_into(buf, j, stop, data[j - 4 : j])  # in place: one copy fewer
+                    payload = bytes(data[j:stop])
+                else:
+                    payload = unmask(data[j:stop], data[j - 4 : j])
                 if b0 == FIN_BINARY:
                     if not self._queue_whole(MessageType.BINARY, payload, n):
                         return
@@ -1116,13 +1122,14 @@ class Conn:
                     continue
                 try:
                     text = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    pass  # wsproto reports it, with the right close code
-                else:
-                    if not self._queue_whole(MessageType.TEXT, text, n):
-                        return
-                    i = stop
-                    continue
+                except UnicodeDecodeError as exc:
+                    # Not wsproto's to report: the frame may be unmasked in place.
+                    self._invalid_utf8(exc)
+                    return
+                if not self._queue_whole(MessageType.TEXT, text, n):
+                    return
+                i = stop
+                continue
             # Anything else is wsproto's: this frame, or its start and then the rest.
             if stop > end:
                 self._ws_owed = stop - end
