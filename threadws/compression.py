@@ -470,8 +470,8 @@ class PerMessageDeflate(Extension):
     def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
         if self._in_control or not self._in_compressed:
             return data
-        # The inflated bytes go to take_inflated(), not back to wsproto: it
-        # would copy them twice more (into a bytearray, then into bytes).
+        # With hand_over the inflated bytes go to take_inflated(), not back to
+        # wsproto, which would copy them twice more (a bytearray, then bytes).
         failure = self._inflate(data)
         if failure is not None:
             return failure
@@ -501,9 +501,9 @@ class PerMessageDeflate(Extension):
         """What the data frame (or part of one) wsproto just reported inflated to.
 
         With :attr:`hand_over` set, wsproto's event for a compressed frame
-        carries no data: its payload is here, in pieces of at most 256 KiB (none while zlib still buffers),
-        with text still to be decoded. None when the frame was not compressed
-        (the event carries the payload as usual).
+        carries no data: its payload is here, in pieces of at most 256 KiB
+        (none while zlib still buffers), text still to be decoded. None when
+        the frame was not compressed (the event carries the payload as usual).
         """
         pieces = self._pieces
         if pieces is not None:
