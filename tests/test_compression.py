@@ -244,6 +244,20 @@ def test_memory_per_connection_measured(config):
     assert expected * 0.9 - 8192 <= held <= expected * 1.1 + 8192, (held, expected)
 
 
+@pytest.mark.parametrize("kind", ["text", "binary"])
+def test_as_a_plain_wsproto_extension_events_carry_whole_frames(kind):
+    """Without hand_over (threadws's Conn sets it), a frame inflating to many steps is one event."""
+    config = Compression(server_max_window_bits=15, client_max_window_bits=15)
+    agreement = accept_offer([build_offer(config)], config)[1]
+    server = Connection(ConnectionType.SERVER, [PerMessageDeflate(agreement, config, client=False, read_limit=1 << 20)])
+    client = Connection(ConnectionType.CLIENT, [PerMessageDeflate(agreement, config, client=True, read_limit=1 << 20)])
+    data = "aé" * 300_000 if kind == "text" else bytes(range(256)) * 3000  # 900 KB and 768 KB: several steps
+    client_event = TextMessage(data=data) if kind == "text" else BytesMessage(data=data)
+    server.receive_data(client.send(client_event))
+    (event,) = server.events()
+    assert type(event) is type(client_event) and event.data == data and event.message_finished
+
+
 # --- Conn over socketpair against a raw peer -----------------------------------------
 
 
