@@ -819,6 +819,29 @@ class Conn:
         if threading.current_thread() not in (self._reader, self._writer):
             self.wait_closed(self._close_timeout + 5.0)
 
+    def fail(self, code: int = CloseCode.POLICY_VIOLATION, reason: str = "", *, detail: str | None = None) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7) without waiting for anything.
+
+        Messages still queued are dropped, a close frame with *code* and
+        *reason* goes out ahead of them if the socket takes it, and the
+        connection is torn down without waiting for the peer's answer. Never
+        blocks; safe from any thread. Use it to drop a peer that reads too
+        slowly (as :class:`threadws.Hub` does); :meth:`close` is the polite way.
+        *detail* is what :attr:`ConnectionClosed.detail` will say (by default,
+        the code and reason).
+
+        Raises:
+            ValueError: as for :meth:`close`.
+        """
+        check_close_code(code)
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("close reason must be at most 123 bytes in UTF-8")
+        if self._ended.is_set():
+            return
+        if detail is None:
+            detail = f"failed by the application with {code}" + (f" ({reason})" if reason else "")
+        self._fail(code, reason, detail)
+
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection has ended and its threads are gone; False on timeout."""
         deadline = None if timeout is None else _monotonic() + timeout
@@ -969,13 +992,30 @@ class Conn:
         # Raising the same instance again would grow its traceback each time.
         return exc.with_traceback(None)
 
-    def _when_ended(self, callback: Callable[[Conn], None]) -> None:
-        """Call ``callback(conn)`` once the connection has ended (now, if it has)."""
+    def add_done_callback(self, callback: Callable[[Conn], None]) -> None:
+        """Call ``callback(conn)`` once the connection has ended.
+
+        It runs on the connection's reader thread as the connection ends, or
+        at once on the calling thread if it already has; it must not block.
+        An exception it raises is logged and ignored.
+        """
         with self._lock:
             if not self._ended.is_set():
                 self._on_end.append(callback)
                 return
-        callback(self)
+        try:
+            callback(self)
+        except Exception:
+            logger.exception("%s: done callback failed", self.name)
+
+    def remove_done_callback(self, callback: Callable[[Conn], None]) -> bool:
+        """Forget a callback given to :meth:`add_done_callback`; False if it wasn't there."""
+        with self._lock:
+            try:
+                self._on_end.remove(callback)
+            except ValueError:
+                return False
+            return True
 
     # --- the reader thread -------------------------------------------------
 

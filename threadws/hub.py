@@ -47,12 +47,13 @@ class Hub:
         """Add *conn*; it is unregistered automatically when it closes."""
         with self._lock:
             self._conns.add(conn)
-        conn._when_ended(self.unregister)
+        conn.add_done_callback(self.unregister)
 
     def unregister(self, conn: Conn) -> None:
         """Remove *conn* (nothing happens if it isn't registered)."""
         with self._lock:
             self._conns.discard(conn)
+        conn.remove_done_callback(self.unregister)
 
     @property
     def connections(self) -> list[Conn]:
@@ -84,7 +85,7 @@ class Hub:
             self.unregister(conn)
             dropped.append(conn)
             logger.info("%s: dropped from the hub: its send queue is full", conn.name)
-            conn._fail(self.close_code, "too slow", "dropped by the hub: the peer reads too slowly")
+            conn.fail(self.close_code, "too slow", detail="dropped by the hub: the peer reads too slowly")
             if self.on_drop is not None:
                 self.on_drop(conn)
         return dropped

@@ -440,7 +440,7 @@ class Server:
             if not stopped:
                 self._conns.add(conn)
         if not stopped:
-            conn._when_ended(self._forget)
+            conn.add_done_callback(self._forget)
         if stopped:
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
             return
