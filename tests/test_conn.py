@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import socket
 import threading
 import time
@@ -90,6 +91,43 @@ def test_wrong_types_are_refused(pair, role):
         conn.write_control(MessageType.TEXT, b"")
     with pytest.raises(ValueError):
         conn.write_control(MessageType.PING, b"x" * 126)
+    close_cleanly(conn, peer)
+
+
+@pytest.mark.parametrize("bad", [123, 10**9, {"a": 1}, None, 1.5, ["x"]], ids=repr)
+def test_anything_but_str_or_bytes_like_is_a_type_error_naming_the_type(pair, role, bad):
+    """bytes(123) is 123 zero bytes: no message-taking call may fall for it."""
+    conn, peer = pair(role)
+    name = type(bad).__name__
+    calls = [
+        lambda: conn.send(bad),
+        lambda: conn.try_send(bad),
+        lambda: conn.write_message(MessageType.BINARY, bad),
+        lambda: conn.write_message(MessageType.TEXT, bad),
+        lambda: conn.write_control(MessageType.PING, bad),
+        lambda: threadws.PreparedMessage(MessageType.BINARY, bad),
+        lambda: threadws.PreparedMessage(MessageType.TEXT, bad),
+        lambda: threadws.Hub().broadcast(bad),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=name):
+            call()
+    assert conn.queued_bytes == 0
+    for kind in (MessageType.BINARY, MessageType.TEXT):
+        with conn.next_writer(kind) as writer:
+            with pytest.raises(TypeError, match=name):
+                writer.write(bad)
+    # Bytes-like objects of every shape still count in bytes.
+    conn.send(memoryview(array.array("i", [1, 2])))
+    conn.send(bytearray(b"ab"))
+    got = [peer.next_event() for _ in range(4)]
+    # The two streamed messages, empty, then the two sends, counted in bytes.
+    assert [bytes(e.data) if isinstance(e.data, bytes) else e.data for e in got] == [  # type: ignore[union-attr]
+        b"",
+        "",
+        array.array("i", [1, 2]).tobytes(),
+        b"ab",
+    ]
     close_cleanly(conn, peer)
 
 

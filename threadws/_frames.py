@@ -34,6 +34,24 @@ INT_XOR_MAX = 512
 _tables: list[bytes] = []
 
 
+def as_bytes(data: object) -> bytes | bytearray:
+    """A bytes-like message payload as ``bytes`` (or the bytearray itself), counted in bytes.
+
+    Raises TypeError naming the type for anything else: ``bytes(123)`` would
+    be 123 zero bytes and ``bytes({"a": 1})`` a puzzle, so neither is tried.
+    """
+    if type(data) is bytes or type(data) is bytearray:
+        return data
+    if isinstance(data, str):
+        raise TypeError("binary message data must be bytes-like, not str")
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"message data must be str or bytes-like, not {type(data).__name__}") from None
+    with view:
+        return view.tobytes()  # every byte of the buffer, whatever its item size
+
+
 def unmask(data: Buffer, key: Buffer) -> bytes:
     """XOR *data* with the 4-byte masking *key* (RFC 6455 section 5.3)."""
     n = len(data)

@@ -64,7 +64,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
-from ._frames import FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, build_frame, rotate, unmask, unmask_into
+from ._frames import FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, as_bytes, build_frame, rotate, unmask, unmask_into
 from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
@@ -607,18 +607,14 @@ class Conn:
         if message_type == MessageType.TEXT:
             if isinstance(data, str):
                 return build_frame(FIN_TEXT, data.encode("utf-8"), self._client)
-            data = bytes(data)
+            data = as_bytes(data)
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError:
                 raise ValueError("text message data is not valid UTF-8") from None
             return build_frame(FIN_TEXT, data, self._client)
         if message_type == MessageType.BINARY:
-            if isinstance(data, str):
-                raise TypeError("binary message data must be bytes-like, not str")
-            if type(data) is not bytes and type(data) is not bytearray:
-                data = bytes(data)  # a memoryview's len() may count items, not bytes
-            return build_frame(FIN_BINARY, data, self._client)
+            return build_frame(FIN_BINARY, as_bytes(data), self._client)
         raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
 
     def _write(
@@ -703,7 +699,7 @@ class Conn:
             ConnectionClosed: the connection is closing or has ended.
             ValueError: payload over 125 bytes, a bad close payload, a data type.
         """
-        data = bytes(data)
+        data = bytes(as_bytes(data))
         if len(data) > 125:
             raise ValueError("control frame payload must be at most 125 bytes")
         done = threading.Event() if deadline is not None else None
@@ -1637,14 +1633,12 @@ def _event_for(message_type: MessageType, data: Any) -> TextMessage | BytesMessa
     if message_type == MessageType.TEXT:
         if not isinstance(data, str):
             try:
-                data = bytes(data).decode("utf-8")
+                data = as_bytes(data).decode("utf-8")
             except UnicodeDecodeError:
                 raise ValueError("text message data is not valid UTF-8") from None
         return TextMessage(data=data)
     if message_type == MessageType.BINARY:
-        if isinstance(data, str):
-            raise TypeError("binary message data must be bytes-like, not str")
-        return BytesMessage(data=data)
+        return BytesMessage(data=as_bytes(data))
     raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
 
 

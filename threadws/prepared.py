@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsproto.frame_protocol import FrameProtocol
 
+from ._frames import as_bytes
 from .enums import MessageType
 
 if TYPE_CHECKING:
@@ -36,13 +37,11 @@ class PreparedMessage:
         if message_type == MessageType.TEXT:
             if not isinstance(data, str):
                 try:
-                    data = bytes(data).decode("utf-8")
+                    data = as_bytes(data).decode("utf-8")
                 except UnicodeDecodeError:
                     raise ValueError("text message data is not valid UTF-8") from None
         elif message_type == MessageType.BINARY:
-            if isinstance(data, str):
-                raise TypeError("binary message data must be bytes-like, not str")
-            data = bytes(data)
+            data = bytes(as_bytes(data))
         else:
             raise ValueError(f"a prepared message is TEXT or BINARY, not {message_type!r}")
         self.message_type = MessageType(message_type)

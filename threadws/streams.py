@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._frames import as_bytes
 from .enums import CloseCode, MessageType
 
 if TYPE_CHECKING:
@@ -138,17 +139,17 @@ class MessageWriter:
                 size = len(data.encode("utf-8")) if not data.isascii() else len(data)
             else:
                 assert self._decoder is not None
+                raw = as_bytes(data)
                 try:
-                    text = self._decoder.decode(bytes(data), False)
+                    text = self._decoder.decode(raw, False)
                 except UnicodeDecodeError:
                     raise ValueError("text message data is not valid UTF-8") from None
-                size = len(data)
+                size = len(raw)
             self._parts.append(text)
         else:
-            if isinstance(data, str):
-                raise TypeError("binary message data must be bytes-like, not str")
-            size = len(data)
-            self._parts.append(bytes(data))
+            chunk = as_bytes(data)
+            size = len(chunk)
+            self._parts.append(bytes(chunk))
         self._buffered += size
         if self._buffered >= self._buffer_size:
             self._send(final=False)
