@@ -73,7 +73,7 @@ from .streams import MessageReader, MessageWriter
 
 __all__ = ["Conn", "Settings"]
 
-logger = logging.getLogger("threadws")
+_logger = logging.getLogger("threadws")
 
 Data = Union[str, bytes]
 Address = Any
@@ -204,8 +204,11 @@ class Conn:
         request_headers: Any = None,
         response_headers: Any = None,
         extensions: Sequence[Extension] = (),
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         settings = settings or Settings()
+        self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _logger
+        """Where this connection logs (the ``threadws`` logger unless another was given)."""
         self._sock = sock
         self._client = client
         self._ssl = isinstance(sock, ssl.SSLSocket)
@@ -1002,7 +1005,7 @@ class Conn:
         try:
             callback(self)
         except Exception:
-            logger.exception("%s: done callback failed", self.name)
+            self.logger.exception("%s: done callback failed", self.name)
 
     def remove_done_callback(self, callback: Callable[[Conn], None]) -> bool:
         """Forget a callback given to :meth:`add_done_callback`; False if it wasn't there."""
@@ -1060,7 +1063,7 @@ class Conn:
             if not self._shut:
                 self._note(f"connection lost: {exc}", exc)
         except BaseException as exc:  # a bug: never leave the connection half-alive
-            logger.exception("%s: reader failed", self.name)
+            self.logger.exception("%s: reader failed", self.name)
             self._note(f"internal error in reader: {exc!r}", exc)
         finally:
             self._finish()
@@ -1344,7 +1347,7 @@ class Conn:
         except ConnectionClosed:
             pass  # the handler wrote to a closing connection: nothing to add
         except Exception as exc:
-            logger.exception("%s: handler %r raised", self.name, handler)
+            self.logger.exception("%s: handler %r raised", self.name, handler)
             self._fail(CloseCode.INTERNAL_ERROR, "internal error", f"handler raised {exc!r}", exc)
 
     def _finish(self) -> None:
@@ -1372,7 +1375,7 @@ class Conn:
             try:
                 callback(self)
             except Exception:
-                logger.exception("%s: end callback failed", self.name)
+                self.logger.exception("%s: end callback failed", self.name)
 
     # --- the writer thread -------------------------------------------------
 
@@ -1417,7 +1420,7 @@ class Conn:
             if not self._shut:
                 self._note(f"connection lost while sending: {exc}", exc)
         except BaseException as exc:
-            logger.exception("%s: writer failed", self.name)
+            self.logger.exception("%s: writer failed", self.name)
             self._note(f"internal error in writer: {exc!r}", exc)
         self._shutdown()
 
