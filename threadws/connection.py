@@ -64,6 +64,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
+from ._trace import describe, describe_close
 from ._frames import FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, as_bytes, build_frame, rotate, unmask, unmask_into
 from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
@@ -208,7 +209,12 @@ class Conn:
     ) -> None:
         settings = settings or Settings()
         self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _logger
-        """Where this connection logs (the ``threadws`` logger unless another was given)."""
+        """Where this connection logs (the ``threadws`` logger unless another was given).
+
+        At DEBUG it logs every message and control frame sent and received
+        (``> TEXT 'hello' [5 bytes]``); whether DEBUG is on is read once, when
+        the connection is made, so that tracing costs nothing otherwise."""
+        self._debug = self.logger.isEnabledFor(logging.DEBUG)
         self._sock = sock
         self._client = client
         self._ssl = isinstance(sock, ssl.SSLSocket)
@@ -509,7 +515,10 @@ class Conn:
                 ``"close"`` policy just closed it).
             TypeError, ValueError: wrong type for *message_type*, invalid UTF-8.
         """
-        return self._write(self._message(message_type, data), None, timeout, self._write_policy, compress)
+        queued = self._write(self._message(message_type, data), None, timeout, self._write_policy, compress)
+        if self._debug and queued:
+            self._trace(">", MessageType(message_type).name, data)
+        return queued
 
     def send(self, data: Data, timeout: float | None = None) -> bool:
         """Send a ``str`` as a text message or bytes-like data as a binary one.
@@ -517,7 +526,10 @@ class Conn:
         See :meth:`write_message` for *timeout*, the result and what it raises.
         """
         kind = MessageType.TEXT if isinstance(data, str) else MessageType.BINARY
-        return self._write(self._message(kind, data), None, timeout, self._write_policy)
+        queued = self._write(self._message(kind, data), None, timeout, self._write_policy)
+        if self._debug and queued:
+            self._trace(">", kind.name, data)
+        return queued
 
     def try_send(self, message: Data | PreparedMessage) -> bool:
         """Queue a message if there is room right now; never blocks.
@@ -531,9 +543,15 @@ class Conn:
             ConnectionClosed: the connection is closing or has ended.
         """
         if isinstance(message, PreparedMessage):
-            return self._write(None, message, 0, "try")
-        kind = MessageType.TEXT if isinstance(message, str) else MessageType.BINARY
-        return self._write(self._message(kind, message), None, 0, "try")
+            queued = self._write(None, message, 0, "try")
+            kind, data = message.message_type, message.data
+        else:
+            kind = MessageType.TEXT if isinstance(message, str) else MessageType.BINARY
+            queued = self._write(self._message(kind, message), None, 0, "try")
+            data = message
+        if self._debug and queued:
+            self._trace(">", kind.name, data)
+        return queued
 
     def write_json(self, obj: Any, timeout: float | None = None) -> bool:
         """Send *obj* as a JSON text message (see :meth:`write_message`).
@@ -541,14 +559,21 @@ class Conn:
         Raises:
             TypeError, ValueError: *obj* can't be serialized; nothing is sent.
         """
-        return self._write(self._message(MessageType.TEXT, json.dumps(obj)), None, timeout, self._write_policy)
+        text = json.dumps(obj)
+        queued = self._write(self._message(MessageType.TEXT, text), None, timeout, self._write_policy)
+        if self._debug and queued:
+            self._trace(">", "TEXT", text)
+        return queued
 
     def write_prepared(self, message: PreparedMessage, timeout: float | None = None) -> bool:
         """Send a :class:`PreparedMessage`, framed once for every server-side connection.
 
         Same results and errors as :meth:`write_message`.
         """
-        return self._write(None, message, timeout, self._write_policy)
+        queued = self._write(None, message, timeout, self._write_policy)
+        if self._debug and queued:
+            self._trace(">", message.message_type.name, message.data)
+        return queued
 
     def set_write_policy(self, policy: str, close_code: int = CloseCode.POLICY_VIOLATION) -> None:
         """Choose what happens when the send queue is full (``max_write_queue``
@@ -677,6 +702,8 @@ class Conn:
             frame = self._ws.send(event)
             self._out_budget.add(len(frame))
             self._wq.put(frame)
+        if self._debug:
+            self._trace(">", "TEXT" if text else "BINARY", data, part="last part" if final else "part")
 
     def _end_writer(self, writer: MessageWriter) -> None:
         self._streaming = None
@@ -887,6 +914,10 @@ class Conn:
             self._detail = detail
             self._cause = cause
 
+    def _trace(self, direction: str, kind: str, data: Any, part: str = "") -> None:
+        size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
+        self.logger.debug("%s %s %s", self.name, direction, describe(kind, data, size, part))
+
     def _queue_control(self, event: Ping | Pong, done: threading.Event | None) -> None:
         with self._lock:
             if self._shut:
@@ -897,6 +928,8 @@ class Conn:
                 raise self._closing_exception() from None
             self._ctrl.append(_ControlFrame(frame, isinstance(event, Ping), done))
             self._wq.put(_WAKE)
+        if self._debug:
+            self._trace(">", "PING" if isinstance(event, Ping) else "PONG", event.payload)
 
     def _queue_close(
         self, code: int, reason: str, *, fail: bool, done: threading.Event | None, ordered: bool = False
@@ -922,6 +955,8 @@ class Conn:
                 self._wq.put(_WAKE)
             else:
                 self._wq.put(item)
+        if self._debug:
+            self.logger.debug("%s > %s", self.name, describe_close(code, reason))
         return True
 
     def _fail(
@@ -1233,8 +1268,12 @@ class Conn:
                 if not self._on_inflated(*event):
                     return False
             elif kind is Ping:
+                if self._debug:
+                    self._trace("<", "PING", event.payload)
                 self._call_handler(self._ping_handler, event.payload)
             elif kind is Pong:
+                if self._debug:
+                    self._trace("<", "PONG", event.payload)
                 self._call_handler(self._pong_handler, event.payload)
             elif kind is CloseConnection:
                 if state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
@@ -1299,6 +1338,8 @@ class Conn:
         size = self._msg_size + n
         if size > self._read_limit:
             return self._too_big()
+        if self._debug:
+            self._trace("<", message_type.name, data, part="last part" if finished else "part")
         self._inq.put(_Chunk(message_type, data, finished, n))
         self._in_message = not finished
         self._msg_chunks = self._msg_chunks + 1 if self._in_message else 0
@@ -1310,6 +1351,8 @@ class Conn:
         """Queue a message that arrived whole: the common case, one queue item."""
         if size > self._read_limit:
             return self._too_big()
+        if self._debug:
+            self._trace("<", message_type.name, data)
         self._inq.put((message_type, data, size))
         self._account(size)
         return True
@@ -1332,6 +1375,8 @@ class Conn:
             self._reader_paused = False
 
     def _on_close(self, code: int, reason: str, peer_first: bool) -> None:
+        if self._debug:
+            self.logger.debug("%s < %s", self.name, describe_close(code, reason))
         self._discarding = True
         self._rcvd = Close(code, reason)
         self._rcvd_then_sent = peer_first
