@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 import time
 
+from ._tls import TLSSocket
 from .exceptions import HandshakeError
 
 
 def read_head(
-    sock: socket.socket,
+    sock: socket.socket | TLSSocket,
     deadline: float,
     *,
     max_line: int,

@@ -8,11 +8,13 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from . import handshake
 from ._http import read_head
 from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn, Settings
+from ._tls import TLS, TLSSocket
 from .exceptions import HandshakeError
 
 __all__ = ["dial"]
@@ -79,13 +81,14 @@ def dial(
     target = handshake.parse_url(url)
     extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     deadline = time.monotonic() + timeout
-    sock: socket.socket = socket.create_connection((target.host, target.port), timeout=timeout)
+    raw: socket.socket = socket.create_connection((target.host, target.port), timeout=timeout)
+    sock: Any = raw
+    tls: TLS | None = None
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if target.secure:
-            context = ssl_context or ssl.create_default_context()
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            sock = context.wrap_socket(sock, server_hostname=target.host)
+            sock = _start_tls(raw, ssl_context or ssl.create_default_context(), target.host, deadline)
+            tls = sock.tls
         key = handshake.new_key()
         request = handshake.build_request(
             target, key, headers=extra, subprotocols=subprotocols, origin=origin, compression=config
@@ -117,7 +120,7 @@ def dial(
         if agreement is not None and config is not None:
             extensions.append(PerMessageDeflate(agreement, config, client=True, read_limit=read_limit))
         return Conn(
-            sock,
+            raw,
             client=True,
             settings=settings,
             trailing_data=rest,
@@ -126,6 +129,7 @@ def dial(
             request_headers=request_headers,
             response_headers=response_headers,
             extensions=extensions,
+            tls=tls,
         )
     except TimeoutError:
         sock.close()
@@ -135,7 +139,12 @@ def dial(
         raise
 
 
-def _read_body(sock: socket.socket, headers: http.client.HTTPMessage, rest: bytes, deadline: float) -> bytes:
+def _start_tls(sock: socket.socket, context: ssl.SSLContext, server_hostname: str, deadline: float) -> TLSSocket:
+    """The client's TLS handshake on a connected socket, in memory (see threadws._tls)."""
+    return TLSSocket.client(sock, context, server_hostname, deadline)
+
+
+def _read_body(sock: Any, headers: http.client.HTTPMessage, rest: bytes, deadline: float) -> bytes:
     """At most MAX_ERROR_BODY bytes of a refusal's body, without waiting past *deadline*."""
     length_text = headers.get("Content-Length")
     want = MAX_ERROR_BODY

@@ -64,6 +64,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ._budget import Budget
+from ._tls import TLS, TLSClosed
 from ._trace import describe, describe_close
 from ._frames import FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, as_bytes, build_frame, rotate, unmask, unmask_into
 from .compression import PerMessageDeflate
@@ -82,10 +83,7 @@ Address = Any
 _monotonic = time.monotonic
 _ids = itertools.count(1)
 
-#: recv_into buffer: it starts small (it is resident memory for every idle
-#: connection) and doubles while reads fill it, up to the largest, so that a
-#: 1 MiB message takes few calls; after _RECV_SHRINK_AFTER small reads in a
-#: row (the burst is over) it goes back to the first size.
+#: The reader's buffer sizes (see _RecvBuffer).
 _RECV_SIZE_FIRST = 4 * 1024
 _RECV_SIZE = 256 * 1024
 _RECV_SHRINK_AFTER = 16
@@ -103,6 +101,7 @@ _MAX_QUEUED_MESSAGES = 4096
 # Writer queue items besides data frames (which are plain ``bytes``).
 _WAKE = object()  # recompute the timers
 _STOP = object()  # the socket is shut down: stop
+_CLOSE_NOTIFY = object()  # the connection ended cleanly: end TLS, shut the socket down, stop
 # Inbound queue item meaning "the connection has ended".
 _ENDED = object()
 
@@ -179,6 +178,37 @@ def _default_pong_handler(payload: bytes) -> None:
     pass
 
 
+class _RecvBuffer:
+    """The buffer a reader reads into: it starts small (it is resident memory for
+    every idle connection) and doubles while reads fill it, up to _RECV_SIZE, so
+    that a 1 MiB message takes few calls; after _RECV_SHRINK_AFTER small reads in
+    a row (the burst is over) it goes back to the first size."""
+
+    __slots__ = ("data", "small", "view")
+
+    def __init__(self) -> None:
+        self.data = bytearray(_RECV_SIZE_FIRST)
+        self.view = memoryview(self.data)
+        self.small = 0
+
+    def used(self, n: int) -> None:
+        """*n* bytes were read into it and handled: resize for the next read."""
+        size = len(self.data)
+        if n == size:
+            self.small = 0
+            if n < _RECV_SIZE:
+                self._resize(2 * n)  # a full read: more is coming, read bigger
+        elif size > _RECV_SIZE_FIRST and n <= _RECV_SIZE_FIRST:
+            self.small += 1
+            if self.small == _RECV_SHRINK_AFTER:
+                self.small = 0
+                self._resize(_RECV_SIZE_FIRST)
+
+    def _resize(self, size: int) -> None:
+        self.data = bytearray(size)
+        self.view = memoryview(self.data)
+
+
 class Conn:
     """A WebSocket connection, the same class for the server and the client side.
 
@@ -206,6 +236,7 @@ class Conn:
         response_headers: Any = None,
         extensions: Sequence[Extension] = (),
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        tls: TLS | None = None,
     ) -> None:
         settings = settings or Settings()
         self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _logger
@@ -215,9 +246,12 @@ class Conn:
         (``> TEXT 'hello' [5 bytes]``); whether DEBUG is on is read once, when
         the connection is made, so that tracing costs nothing otherwise."""
         self._debug = self.logger.isEnabledFor(logging.DEBUG)
+        if isinstance(sock, ssl.SSLSocket):
+            # Two threads can't share one SSLSocket safely (see threadws._tls).
+            raise ValueError("Conn takes the plain TCP socket; TLS goes through threadws's own TLS layer (tls=)")
         self._sock = sock
         self._client = client
-        self._ssl = isinstance(sock, ssl.SSLSocket)
+        self._tls = tls  # wss: ciphertext on the socket, this TLS session in between
         # The extensions the handshake negotiated (permessage-deflate, built by
         # threadws.compression); wsproto runs them on every frame.
         self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions))
@@ -294,6 +328,7 @@ class Conn:
         self._close_deadline: float | None = None
         self._next_timer: float | None = None
         self._sock_timeout: float | None = sock.gettimeout()
+        self._poller: select.poll | None = None
         self._reader_paused = False
 
         # How it ended. First cause wins (see _note).
@@ -1007,11 +1042,23 @@ class Conn:
         self._wq.put(_STOP)
         self._in_budget.close()  # a reader paused on a full inbound queue must see the end
 
+    def _handshake_complete(self) -> bool:
+        """Close frames went both ways."""
+        return self._rcvd is not None and self._sent is not None
+
+    def _handshake_done(self) -> bool:
+        """True when this side should now close TCP: close frames went both ways
+        and it is the server (RFC 6455 section 7.1.1); the client waits for the
+        server's EOF, bounded by the close deadline."""
+        return self._rcvd is not None and self._sent is not None and not self._client
+
     def _handshake_progress(self) -> None:
-        # The server closes TCP first once close frames went both ways (section
-        # 7.1.1); the client waits for that EOF (bounded by the close deadline).
-        if self._rcvd is not None and self._sent is not None and not self._client:
-            self._shutdown()
+        """The reader saw the peer's close frame: end the connection if it is this side's turn."""
+        if self._handshake_done():
+            if self._tls is None:
+                self._shutdown()
+            else:
+                self._wq.put(_CLOSE_NOTIFY)  # the writer ends TLS first, then shuts down
 
     def _closing_exception(self) -> ConnectionClosed:
         if self._closed_exc is not None:
@@ -1054,46 +1101,17 @@ class Conn:
     # --- the reader thread -------------------------------------------------
 
     def _read_loop(self) -> None:
-        sock = self._sock
-        buf = bytearray(_RECV_SIZE_FIRST)
-        view = memoryview(buf)
-        small_reads = 0
-        poller: select.poll | None = None
         try:
             if self._trailing:
                 self._receive(self._trailing)
                 self._trailing = b""
-            while True:
-                try:
-                    n = sock.recv_into(buf)
-                except (TimeoutError, BlockingIOError, InterruptedError):
-                    # The writer set a socket timeout; wait for input our own way.
-                    if self._ssl and sock.pending():  # type: ignore[attr-defined]
-                        continue
-                    if poller is None:
-                        poller = select.poll()
-                        poller.register(sock, select.POLLIN | select.POLLPRI)
-                    poller.poll()
-                    continue
-                if not n:
-                    if self._rcvd is None:
-                        self._note("connection lost: EOF without a close frame")
-                    break
-                self._last_recv = _monotonic()
-                if not self._discarding:
-                    self._receive(view[:n], buf)
-                size = len(buf)
-                if n == size:
-                    small_reads = 0
-                    if n < _RECV_SIZE:
-                        buf = bytearray(2 * n)  # a full read: more is coming, read bigger
-                        view = memoryview(buf)
-                elif size > _RECV_SIZE_FIRST and n <= _RECV_SIZE_FIRST:
-                    small_reads += 1
-                    if small_reads == _RECV_SHRINK_AFTER:
-                        small_reads = 0
-                        buf = bytearray(_RECV_SIZE_FIRST)
-                        view = memoryview(buf)
+            if self._tls is None:
+                self._read_plain()
+            else:
+                self._read_tls(self._tls)
+        except ssl.SSLError as exc:
+            if not self._shut:
+                self._note(f"TLS error: {exc}", exc)
         except OSError as exc:
             if not self._shut:
                 self._note(f"connection lost: {exc}", exc)
@@ -1102,6 +1120,65 @@ class Conn:
             self._note(f"internal error in reader: {exc!r}", exc)
         finally:
             self._finish()
+
+    def _read_plain(self) -> None:
+        sock = self._sock
+        buf = _RecvBuffer()
+        while True:
+            try:
+                n = sock.recv_into(buf.data)
+            except (TimeoutError, BlockingIOError, InterruptedError):
+                self._wait_readable()
+                continue
+            if not n:
+                if self._rcvd is None:
+                    self._note("connection lost: EOF without a close frame")
+                return
+            self._last_recv = _monotonic()
+            if not self._discarding:
+                self._receive(buf.view[:n], buf.data)
+            buf.used(n)
+
+    def _read_tls(self, tls: TLS) -> None:
+        """The reader over TLS: ciphertext from the socket into *tls*, plaintext out of it."""
+        sock = self._sock
+        raw = _RecvBuffer()
+        plain = _RecvBuffer()
+        while True:
+            try:
+                n = tls.read_into(plain.view)
+            except TLSClosed as exc:
+                # After the peer's close frame a bare TCP EOF is common and harmless.
+                if self._rcvd is None:
+                    how = "a TLS close_notify" if exc.clean else "EOF"
+                    self._note(f"connection lost: {how} without a close frame")
+                return
+            if n:
+                if not self._discarding:
+                    self._receive(plain.view[:n], plain.data)
+                plain.used(n)
+                continue
+            if tls.has_output():
+                self._wq.put(_WAKE)  # what reading made TLS say (a key update): the writer sends it
+            try:
+                m = sock.recv_into(raw.data)
+            except (TimeoutError, BlockingIOError, InterruptedError):
+                self._wait_readable()
+                continue
+            if not m:
+                tls.feed_eof()
+                continue
+            self._last_recv = _monotonic()
+            tls.feed(raw.view[:m])
+            raw.used(m)
+
+    def _wait_readable(self) -> None:
+        """The writer set a socket timeout (see the module doc): wait for input our own way."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self._sock, select.POLLIN | select.POLLPRI)
+        poller.poll()
 
     def _receive(self, data: Any, buf: bytearray | None = None) -> None:
         """Deliver what one ``recv`` returned: plain frames ourselves, the rest through wsproto.
@@ -1397,8 +1474,15 @@ class Conn:
 
     def _finish(self) -> None:
         """End the connection; runs once, on the reader thread, as it exits."""
-        self._shutdown()
+        tls = self._tls
+        if tls is not None and not self._shut and (tls.peer_closed or self._handshake_complete()):
+            # A clean end, or the peer ended TLS: the writer answers with our
+            # close_notify (RFC 8446 section 6.1), then shuts the socket down.
+            self._wq.put(_CLOSE_NOTIFY)
+        else:
+            self._shutdown()
         self._writer.join()
+        self._shutdown()  # (if the writer had already stopped)
         try:
             self._sock.close()
         except OSError:
@@ -1488,7 +1572,7 @@ class Conn:
                 close = item
             elif isinstance(item, _ControlFrame) and item.is_ping:
                 ping = True
-        stop = False
+        stop = notify = False
         for item in batch:
             if type(item) is bytes:
                 data_bytes += len(item)
@@ -1497,6 +1581,8 @@ class Conn:
                     bufs.append(item)
             elif item is _STOP:
                 stop = True
+            elif item is _CLOSE_NOTIFY:
+                notify = True
             elif type(item) is _CloseFrame:
                 if close is None:
                     close = item
@@ -1513,6 +1599,8 @@ class Conn:
             self._sent = close.close
         if bufs:
             self._send(bufs)
+        else:
+            self._send_tls_output()
         if data_items:
             self._out_budget.release(data_bytes, data_items)
         for event in done:
@@ -1521,27 +1609,54 @@ class Conn:
             if close.fail:
                 self._shutdown()
                 return False
-            self._handshake_progress()
+            notify = notify or self._handshake_done()
+        if notify:
+            if self._tls is not None:
+                self._send_close_notify()
+            self._shutdown()
+            return False
         return True
 
     def _send(self, bufs: list[Any]) -> None:
-        """Send every buffer. Blocks only while the peer isn't reading, and then
-        wakes at least every _STALL_TICK to keep the clocks (a close requested
-        meanwhile, the deadlines, keepalive)."""
-        sock = self._sock
-        if self._ssl:
-            # SSL sockets have no sendmsg; one record stream, resumed after a timeout.
-            view = memoryview(b"".join(bufs))
-            while view:
-                self._set_send_timeout()
-                try:
-                    n = sock.send(view)
-                except TimeoutError:
-                    self._send_stalled()
-                    continue
-                self._last_progress = _monotonic()
-                view = view[n:]
+        """Send every buffer (encrypted first, over TLS). Blocks only while the
+        peer isn't reading, and then wakes at least every _STALL_TICK to keep
+        the clocks (a close requested meanwhile, the deadlines, keepalive)."""
+        tls = self._tls
+        if tls is None:
+            self._send_raw(bufs)
             return
+        data: Any = bufs[0] if len(bufs) == 1 else b"".join(bufs)
+        while True:
+            out, data = tls.encrypt(data)
+            if out:
+                self._send_raw([out])
+            if not data:
+                return
+            # TLS must hear from the peer before it can go on (TLS 1.2
+            # renegotiation): the reader feeds it; keep the clocks meanwhile.
+            if not tls.wait_input(_STALL_TICK):
+                self._send_stalled()
+
+    def _send_tls_output(self) -> None:
+        """Send what TLS produced on its own (answers to what the reader fed it)."""
+        tls = self._tls
+        if tls is not None and tls.has_output():
+            self._send_raw([tls.take_output()])
+
+    def _send_close_notify(self) -> None:
+        """The connection ended cleanly: end TLS too (RFC 8446 section 6.1), best effort."""
+        tls = self._tls
+        assert tls is not None
+        try:
+            out = tls.close_notify()
+            if out:
+                self._send_raw([out])
+        except (OSError, _WriteDeadline):
+            pass  # the peer is gone or stuck: it has what matters, the close frames
+
+    def _send_raw(self, bufs: list[Any]) -> None:
+        """Put every buffer on the socket, as it is."""
+        sock = self._sock
         # First try without waiting: the usual case, one system call and no
         # change to the socket's timeout (which the reader shares).
         flags: int = socket.MSG_DONTWAIT

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import handshake
 from ._http import read_head
+from ._tls import TLS, TLSSocket
 from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn, Settings
 from .enums import CloseCode, MessageType
@@ -75,8 +76,16 @@ class Upgrader:
         Call it from a ``BaseHTTPRequestHandler.do_GET``. It takes the socket
         over: bytes the HTTP parser already buffered are kept, the handler's
         timeout is cleared, and the server can no longer close the connection
-        when the handler returns (over TLS the handler must stay until the
-        connection ends, since a TLS session can't be detached).
+        when the handler returns, so the handler may hand the connection to
+        another thread and return.
+
+        TLS: a request that came over an :class:`ssl.SSLSocket` (a listener the
+        application wrapped itself) is refused with RuntimeError before
+        anything is sent, because an ``SSLSocket`` can't safely be shared by a
+        reader and a writer thread, nor detached from the HTTP server (whose
+        ``shutdown`` would drop TLS under the connection, sending the rest in
+        the clear). Serve ``wss://`` with ``threadws.serve(ssl_context=...)``,
+        which does TLS its own way, or terminate TLS in a proxy in front.
 
         Args:
             request_handler: the handler of the current request.
@@ -86,30 +95,41 @@ class Upgrader:
             HandshakeError: the request is not an acceptable WebSocket
                 handshake; the Upgrader has already answered it (400, 403,
                 405 or 426) and the handler should just return.
+            RuntimeError: the request came over an ``ssl.SSLSocket`` (see
+                above); nothing has been sent.
         """
         handler = request_handler
+        sock: Any = handler.connection
+        if isinstance(sock, ssl.SSLSocket):
+            raise RuntimeError(
+                "Upgrader.upgrade: this request came over an ssl.SSLSocket, which a connection's reader and "
+                "writer threads can't share safely; serve wss:// with threadws.serve(ssl_context=...) "
+                "or terminate TLS in a proxy in front of the server"
+            )
         try:
             accepted = self._check(handler.command, handler.request_version, handler.headers)
         except HandshakeError as exc:
             _refuse(handler, exc)
             raise
         response = handshake.build_response(accepted, response_headers or ())
-        sock: socket.socket = handler.connection
         leftover = _take_buffered(handler.rfile, sock)
         handler.close_connection = True
+        tls: TLS | None = None
+        raw: socket.socket = sock
+        if isinstance(sock, TLSSocket):  # serve(ssl_context=...): TLS in memory, over the TCP socket
+            tls, raw = sock.tls, sock.raw
         try:
             sock.settimeout(None)
             sock.sendall(response)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if raw.family in (socket.AF_INET, socket.AF_INET6):
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
         handler.log_request(101)
-        if not isinstance(sock, ssl.SSLSocket):
-            # Hijack: detach the file descriptor so the HTTP server's own
-            # shutdown/close of its socket object can't touch our connection.
-            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        return self._connection(sock, accepted, response, leftover, handler.path, handler.headers)
+        # Hijack: detach the file descriptor so the HTTP server's own
+        # shutdown/close of its socket object can't touch our connection.
+        raw = socket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        return self._connection(raw, accepted, response, leftover, handler.path, handler.headers, tls)
 
     def _check(self, method: str, http_version: str, headers: handshake.HeaderSource) -> handshake.Accepted:
         """Decide on a request with this Upgrader's policy (HandshakeError if refused)."""
@@ -130,6 +150,7 @@ class Upgrader:
         leftover: bytes,
         path: str,
         request_headers: Any,
+        tls: TLS | None = None,
     ) -> Conn:
         """The server-side Conn for a socket whose 101 has been sent."""
         extensions = []
@@ -149,6 +170,7 @@ class Upgrader:
             request_headers=request_headers,
             response_headers=handshake.parse_head(response[:-4])[3],
             extensions=extensions,
+            tls=tls,
         )
 
     def upgrade_wsgi(
@@ -235,9 +257,12 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
         deadline = time.monotonic() + owner.handshake_timeout
         self.close_connection = True
         try:
-            if isinstance(self.connection, ssl.SSLSocket):
-                self.connection.settimeout(owner.handshake_timeout)
-                self.connection.do_handshake()
+            if owner.ssl_context is not None:
+                # TLS in memory over the TCP socket (threadws._tls): the head,
+                # the 101 and then the connection all go through it.
+                tls_sock = TLSSocket.server(self.connection, owner.ssl_context, deadline)
+                self.connection = tls_sock
+                self.wfile = tls_sock.makefile("wb", 0)
             head, rest = read_head(
                 self.connection, deadline, max_line=owner.max_request_line, max_head=owner.max_header_bytes
             )
@@ -259,6 +284,8 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
             method = self.do_GET if self.command == "GET" else self.do_HEAD
             method()
             self.wfile.flush()
+            if isinstance(self.connection, TLSSocket):
+                self.connection.close_notify()
             return
         try:
             conn = owner.upgrader.upgrade(self)
@@ -311,12 +338,6 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
         super().__init__(address, _RequestHandler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        if self.owner.ssl_context is not None:
-            sock = self.owner.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         thread = threading.current_thread()
