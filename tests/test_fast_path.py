@@ -17,6 +17,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 import threadws
 from threadws import CloseCode, MessageType
+from threadws import protocol
 from threadws._frames import build_frame, unmask
 
 from .conftest import ROLES, frame
@@ -78,13 +79,34 @@ def test_mixed_stream_in_random_chunks(pair, role):
 LONG_TEXT = "aé€" * 700
 
 
-def test_every_split_point(pair, role):
+def collect(events: list[object]) -> tuple[list[tuple[MessageType, object]], list[bytes]]:
+    """The whole messages (chunks joined) and the ping payloads in *events*, in order."""
+    messages: list[tuple[MessageType, object]] = []
+    pings: list[bytes] = []
+    parts: list[object] = []
+    for event in events:
+        if isinstance(event, protocol.Message):
+            assert not parts, "a whole message inside another"
+            messages.append((event.kind, event.data))
+        elif isinstance(event, protocol.Chunk):
+            parts.append(event.data)
+            if event.fin:
+                messages.append((event.kind, ("" if isinstance(parts[0], str) else b"").join(parts)))  # type: ignore[arg-type]
+                parts = []
+        elif isinstance(event, protocol.Ping):
+            pings.append(event.payload)
+        else:
+            raise AssertionError(f"unexpected {event!r}")
+    assert not parts, "a message left unfinished"
+    return messages, pings
+
+
+def test_every_split_point(role):
     """Each place a read can end, in the header or the payload, of every kind of frame.
 
-    Feeds the reader's parse step directly, so the split is exact (a socket
-    may merge two sends into one read); the socket itself stays quiet.
+    Feeds the protocol directly, so the split is exact (a socket may merge two
+    sends into one read).
     """
-    conn, peer = pair(role, read_limit=1 << 20)
     short = b"".join(
         frame(op, payload, fin=fin, mask=role == "server")
         for op, payload, fin in [
@@ -104,21 +126,15 @@ def test_every_split_point(pair, role):
         (MessageType.TEXT, "end"),
         (MessageType.TEXT, LONG_TEXT),
     ]
+    proto = protocol.Protocol(client=role == "client", read_limit=1 << 20)
     for cut in range(1, len(short)):
-        conn._receive(memoryview(short[:cut]))
-        conn._receive(memoryview(short[cut:]))
-        assert read_all(conn, len(expected)) == expected, f"split at {cut}"
-        assert type(peer.next_event()) is Pong
-    # And one byte per read (a chunk per byte: the long frame's ~4,900 would
-    # fill the inbound queue's count bound, so it gets 7 bytes per read).
-    long_start = len(short) - len(frame(1, LONG_TEXT.encode(), mask=role == "server"))
-    for byte in short[:long_start]:
-        conn._receive(bytes([byte]))
-    for at in range(long_start, len(short), 7):
-        conn._receive(short[at : at + 7])
-    assert read_all(conn, len(expected)) == expected
-    assert not conn.closed
-    conn.abort()
+        events = list(proto.receive(memoryview(short[:cut]))) + list(proto.receive(memoryview(short[cut:])))
+        assert collect(events) == (expected, [b"p"]), f"split at {cut}"
+    # And one byte per read.
+    events = []
+    for byte in short:
+        events += proto.receive(bytes([byte]))
+    assert collect(events) == (expected, [b"p"])
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 511, 512, 513, 65535, 65536, 200_000])

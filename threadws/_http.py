@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 from ._tls import TLSSocket
 from .exceptions import HandshakeError
@@ -53,3 +54,21 @@ def read_head(
         if not chunk:
             raise HandshakeError("connection closed before the end of the HTTP head", 400)
         buf += chunk
+
+
+def take_buffered(rfile: Any, sock: Any) -> bytes:
+    """Return what an HTTP parser's buffered *rfile* read past the request head, without blocking.
+
+    ``read1`` returns the buffered bytes if there are any; otherwise it makes
+    one read on the (then non-blocking) socket. Anything still in the kernel is
+    read later by the connection's reader.
+    """
+    timeout = sock.gettimeout()
+    try:
+        sock.setblocking(False)
+        data = rfile.read1(1 << 20) or b""
+    except OSError:
+        data = b""
+    finally:
+        sock.settimeout(timeout)
+    return bytes(data)

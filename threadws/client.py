@@ -13,7 +13,8 @@ from typing import Any
 from . import handshake
 from ._http import read_head
 from .compression import Compression, PerMessageDeflate, resolve
-from .connection import Conn, Settings
+from .connection import Conn
+from .settings import Settings
 from ._tls import TLS, TLSSocket
 from .exceptions import HandshakeError
 
@@ -32,12 +33,12 @@ def dial(
     origin: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = 10.0,
-    read_limit: int = 1 << 20,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
-    close_timeout: float = 10.0,
-    max_read_queue: int = 4 << 20,
-    max_write_queue: int = 4 << 20,
+    read_limit: int = Settings.read_limit,
+    ping_interval: float | None = Settings.ping_interval,
+    ping_timeout: float | None = Settings.ping_timeout,
+    close_timeout: float = Settings.close_timeout,
+    max_read_queue: int = Settings.max_read_queue,
+    max_write_queue: int = Settings.max_write_queue,
     compression: Compression | bool | None = None,
 ) -> Conn:
     """Open a WebSocket connection to *url* (``ws://`` or ``wss://``) and return it.
@@ -76,7 +77,14 @@ def dial(
             :class:`ssl.SSLError`).
         ValueError: *url* is not a WebSocket URL.
     """
-    settings = Settings(read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue)
+    settings = Settings(
+        read_limit=read_limit,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        max_read_queue=max_read_queue,
+        max_write_queue=max_write_queue,
+    )
     config = resolve(compression)
     target = handshake.parse_url(url)
     extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())

@@ -1,77 +1,65 @@
-"""A WebSocket connection: :class:`Conn`, with one reader and one writer thread.
+"""A WebSocket connection: :class:`Conn`, the public API over a protocol, an inbox and a writer.
 
 Theory of operation
 -------------------
-Every connection owns three things: a socket, a wsproto ``Connection`` and two
-threads.
+A connection is four parts, each in its own module, every arrow pointing down:
 
-* The **reader** is the only code that calls ``recv``. It feeds wsproto and
-  puts what arrives on the inbound queue: a message that arrived whole as one
-  item, a longer one chunk by chunk (so ``next_reader`` can stream it); it
-  answers pings and the closing handshake itself (through the handlers),
-  without waiting for the application. When the inbound queue is full it stops
-  reading, so TCP pushes back on the peer. A protocol error from the peer is
-  queued where it occurred, so the application first reads what came before
-  it (and its replies precede the close frame), bounded by close_timeout.
-* The **writer** is the only code that sends. It drains everything queued into
-  as few ``sendmsg`` calls as it can, trying first without waiting; control
-  frames (ping, pong, a failing close) jump ahead of queued data. It also keeps
-  the connection's clocks: keepalive pings, the ping timeout, the read deadline
-  and the closing handshake's timeout all fire from its queue wait, and while
-  a peer that doesn't read keeps it stuck in a send it still wakes every
-  second to look at them.
-* Whole messages are framed and queued under ``self._msg_lock`` too, which a
-  ``MessageWriter`` holds for its whole message, so messages never interleave.
-* ``self._lock`` owns the wsproto object. It is held only for in-memory work:
-  producing a frame *and* putting it on the writer's (unbounded, non-blocking)
-  queue, so the wire order is the order wsproto saw. It is never held across
-  ``recv``, ``sendmsg``, a wait for queue room or a join.
+* :class:`~threadws.protocol.Protocol` (sans-I/O) turns bytes into events and
+  messages into frames. ``self._lock`` owns it: every call on it is made under
+  that lock, held only for that in-memory work, never across ``recv``, a send,
+  a wait for queue room or a join.
+* :class:`~threadws.inbox.Inbox` holds what arrived until the application
+  reads it, bounded; a full inbox makes the reader stop reading, so TCP pushes
+  back on the peer.
+* :class:`~threadws.outbox.Outbox` frames what the application sends under
+  ``self._lock`` and queues it for :class:`~threadws.writer.Writer`, the writer
+  thread, the only code that sends. The writer also keeps the clocks and asks
+  this module to act when one falls due.
+* :class:`~threadws.reader.Reader` is the reader thread, the only code that
+  calls ``recv``; it hands what arrives (decrypted, for wss) to this module,
+  which feeds the protocol and routes its events: messages to the inbox, pings
+  and close frames to the handlers (the defaults answer them at once, without
+  the application), a protocol failure to the inbox at the point where it
+  occurred, so the application first reads what came before it and its
+  replies precede the close frame (bounded by ``close_timeout``).
 
-Deadlines are socket timeouts. A socket has one timeout for both directions, so
-the writer alone owns it (``settimeout``); the reader treats a timeout from
-``recv`` as "the writer set one" and waits for input with ``poll`` instead.
-
-The connection ends in exactly one place, :meth:`Conn._finish`, run by the
-reader when it stops: it wakes and joins the writer, closes the socket, builds
-the one :class:`ConnectionClosed` that every later call raises, and wakes every
-waiter. Anything that wants the connection gone calls :meth:`Conn._shutdown`,
-which shuts the socket down (waking a blocked ``recv`` or ``sendmsg``) and
-wakes the writer.
+How a connection ends is recorded in one place, :class:`~threadws.ending.Ending`
+(a phase that only moves forward, the first cause), and it ends in exactly one
+place, :meth:`Conn._finish`, run by the reader as it stops: it has the writer
+finish (ending TLS after a clean close), joins it, closes the socket, builds
+the one :class:`ConnectionClosed` that every later call raises, and wakes
+every waiter.
 """
 
 from __future__ import annotations
 
-import codecs
 import itertools
 import json
 import logging
-import queue
-import select
 import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Union
 
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import LocalProtocolError
 
-from ._budget import Budget
-from ._tls import TLS, TLSClosed
+from ._frames import as_bytes
+from ._tls import TLS
 from ._trace import describe, describe_close
-from ._frames import FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, as_bytes, build_frame, rotate, unmask, unmask_into
-from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
-from .exceptions import Close, ConnectionClosed, ConnectionClosedOK, closed_exception
+from .ending import Ending, Phase
+from .exceptions import Close, ConnectionClosed, ConnectionClosedOK
+from .inbox import Inbox
+from .outbox import WRITE_POLICIES, Outbox
 from .prepared import PreparedMessage
-from .streams import MessageReader, MessageWriter
+from .protocol import Chunk, CloseFrame, Failure, Message, Outgoing, Ping, Pong, Protocol, parse_close_payload
+from .reader import Reader, ReaderHooks
+from .settings import Settings
+from .streams import FragmentSink, MessageReader, MessageWriter
+from .writer import Due, Timers, Writer, WriterHooks
 
 __all__ = ["Conn", "Settings"]
 
@@ -83,130 +71,12 @@ Address = Any
 _monotonic = time.monotonic
 _ids = itertools.count(1)
 
-#: The reader's buffer sizes (see _RecvBuffer).
-_RECV_SIZE_FIRST = 4 * 1024
-_RECV_SIZE = 256 * 1024
-_RECV_SHRINK_AFTER = 16
-#: A plain frame up to this long that a read cut short waits to be parsed whole;
-#: a longer one is delivered in chunks as it arrives.
-_PENDING_MAX = 4096
-_utf8_decoder = codecs.getincrementaldecoder("utf-8")
-#: Linux's IOV_MAX: the most buffers one sendmsg takes.
-_IOV_MAX = 1024
-#: A writer stuck on a peer that doesn't read wakes this often to keep the clocks.
-_STALL_TICK = 1.0
 #: A message count bound next to the byte bounds, so tiny messages can't pile up.
 _MAX_QUEUED_MESSAGES = 4096
-
-# Writer queue items besides data frames (which are plain ``bytes``).
-_WAKE = object()  # recompute the timers
-_STOP = object()  # the socket is shut down: stop
-_CLOSE_NOTIFY = object()  # the connection ended cleanly: end TLS, shut the socket down, stop
-# Inbound queue item meaning "the connection has ended".
-_ENDED = object()
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Per-connection limits and timers (see :func:`threadws.dial` for each one's meaning)."""
-
-    read_limit: int = 1 << 20
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    close_timeout: float = 10.0
-    max_read_queue: int = 4 << 20
-    max_write_queue: int = 4 << 20
-
-    def __post_init__(self) -> None:
-        if self.read_limit <= 0:
-            raise ValueError("read_limit must be positive")
-        for name in ("ping_interval", "ping_timeout"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive or None")
-        if self.close_timeout < 0:
-            raise ValueError("close_timeout must be >= 0")
-        if self.max_read_queue <= 0 or self.max_write_queue <= 0:
-            raise ValueError("queue bounds must be positive")
-
-
-class _CloseFrame:
-    """A close frame on its way to the writer, with what it says."""
-
-    __slots__ = ("close", "data", "done", "fail")
-
-    def __init__(self, data: bytes, close: Close, fail: bool, done: threading.Event | None) -> None:
-        self.data = data
-        self.close = close
-        self.fail = fail  # failing the connection: drop queued data, then shut down
-        self.done = done
-
-
-class _ControlFrame:
-    __slots__ = ("data", "done", "is_ping")
-
-    def __init__(self, data: bytes, is_ping: bool, done: threading.Event | None) -> None:
-        self.data = data
-        self.is_ping = is_ping
-        self.done = done
-
-
-class _Chunk:
-    """Part of a message that arrives over several frames or reads."""
-
-    __slots__ = ("data", "fin", "message_type", "size")
-
-    def __init__(self, message_type: MessageType, data: Any, fin: bool, size: int) -> None:
-        self.message_type = message_type
-        self.data = data
-        self.fin = fin
-        self.size = size
-
-
-class _Failure:
-    """A protocol error, queued for the application at the point where it occurred."""
-
-    __slots__ = ("code", "detail", "reason")
-
-    def __init__(self, code: int, reason: str, detail: str) -> None:
-        self.code = code
-        self.reason = reason
-        self.detail = detail
 
 
 def _default_pong_handler(payload: bytes) -> None:
     pass
-
-
-class _RecvBuffer:
-    """The buffer a reader reads into: it starts small (it is resident memory for
-    every idle connection) and doubles while reads fill it, up to _RECV_SIZE, so
-    that a 1 MiB message takes few calls; after _RECV_SHRINK_AFTER small reads in
-    a row (the burst is over) it goes back to the first size."""
-
-    __slots__ = ("data", "small", "view")
-
-    def __init__(self) -> None:
-        self.data = bytearray(_RECV_SIZE_FIRST)
-        self.view = memoryview(self.data)
-        self.small = 0
-
-    def used(self, n: int) -> None:
-        """*n* bytes were read into it and handled: resize for the next read."""
-        size = len(self.data)
-        if n == size:
-            self.small = 0
-            if n < _RECV_SIZE:
-                self._resize(2 * n)  # a full read: more is coming, read bigger
-        elif size > _RECV_SIZE_FIRST and n <= _RECV_SIZE_FIRST:
-            self.small += 1
-            if self.small == _RECV_SHRINK_AFTER:
-                self.small = 0
-                self._resize(_RECV_SIZE_FIRST)
-
-    def _resize(self, size: int) -> None:
-        self.data = bytearray(size)
-        self.view = memoryview(self.data)
 
 
 class Conn:
@@ -214,11 +84,12 @@ class Conn:
 
     You get one from :meth:`threadws.Upgrader.upgrade`, :func:`threadws.serve`'s
     handler or :func:`threadws.dial`; you rarely build one yourself (the
-    constructor takes a socket whose opening handshake is already done).
+    constructor takes a plain TCP socket whose opening handshake is already
+    done, and for wss the TLS session that carried it).
 
     Concurrency: any number of threads may call the write methods at once
     (messages never interleave); reads may come from any thread, each message
-    going to exactly one reader. :meth:`close`, :meth:`abort` and
+    going to exactly one reader. :meth:`close`, :meth:`abort`, :meth:`fail` and
     :meth:`write_control` are safe from anywhere, handlers included. Ping, pong
     and close handlers run on the connection's reader thread.
     """
@@ -239,6 +110,9 @@ class Conn:
         tls: TLS | None = None,
     ) -> None:
         settings = settings or Settings()
+        if isinstance(sock, ssl.SSLSocket):
+            # Two threads can't share one SSLSocket safely (see threadws._tls).
+            raise ValueError("Conn takes the plain TCP socket; TLS goes through threadws's own TLS layer (tls=)")
         self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _logger
         """Where this connection logs (the ``threadws`` logger unless another was given).
 
@@ -246,31 +120,11 @@ class Conn:
         (``> TEXT 'hello' [5 bytes]``); whether DEBUG is on is read once, when
         the connection is made, so that tracing costs nothing otherwise."""
         self._debug = self.logger.isEnabledFor(logging.DEBUG)
-        if isinstance(sock, ssl.SSLSocket):
-            # Two threads can't share one SSLSocket safely (see threadws._tls).
-            raise ValueError("Conn takes the plain TCP socket; TLS goes through threadws's own TLS layer (tls=)")
         self._sock = sock
-        self._client = client
         self._tls = tls  # wss: ciphertext on the socket, this TLS session in between
-        # The extensions the handshake negotiated (permessage-deflate, built by
-        # threadws.compression); wsproto runs them on every frame.
-        self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions))
-        self._deflate = next((e for e in extensions if isinstance(e, PerMessageDeflate)), None)
-        # No extension: whole data frames take the fast path (threadws._frames).
-        self._plain = not any(e.enabled() for e in extensions)
-        self._in_mask_bit = 0 if client else MASK_BIT  # a client's frames must be masked, a server's not
-        self._ws_owed = 0  # bytes of a frame begun in wsproto that it still needs
-        self._ws_mid = False  # wsproto is inside a fragmented message
-        self._pending = b""  # the start of a short plain frame split across reads
-        self._long_left = 0  # payload bytes still to come of a long plain frame
-        self._long_key: bytes | None = None  # its masking key, rotated to the next byte
-        self._long_type = MessageType.BINARY
-        self._long_decoder: codecs.IncrementalDecoder | None = None  # for a text frame
-        self._inflated_decoder: codecs.IncrementalDecoder | None = None  # for compressed text
-        if self._deflate is not None:
-            self._deflate.read_limit = settings.read_limit
-            self._deflate.hand_over = True  # see _receive_ws
-        self._lock = threading.Lock()
+        self._client = client
+        self._protocol = Protocol(client=client, extensions=extensions, read_limit=settings.read_limit)
+        self._lock = threading.Lock()  # owns the protocol (and the phase's transitions)
         self.subprotocol: str | None = subprotocol
         """The subprotocol agreed in the handshake, or None."""
         self.path = path
@@ -281,78 +135,32 @@ class Conn:
         """The handshake response's headers."""
         self.local_address: Address = _address(sock.getsockname)
         self.remote_address: Address = _address(sock.getpeername)
-        role = "client" if client else "server"
-        self.name = f"threadws-{role}-{next(_ids)}"
-
-        self._read_limit = settings.read_limit
-        self._ping_interval = settings.ping_interval
-        self._ping_timeout = settings.ping_timeout
+        self.name = f"threadws-{'client' if client else 'server'}-{next(_ids)}"
         self._close_timeout = settings.close_timeout
 
-        # Inbound: reader -> application.
-        self._inq: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._in_budget = Budget(settings.max_read_queue, _MAX_QUEUED_MESSAGES)
-        self._msg_size = 0  # bytes of the message being received so far
-        self._in_message = False  # the reader is between a message's first and last chunk
-        self._msg_chunks = 0  # chunks of that message put on the inbound queue
-        # Consumers take messages one at a time: whole ones (read_message) or
-        # chunk by chunk (next_reader). A read_message that timed out mid-message
-        # keeps what it had in _partial for the next call.
-        self._read_lock = threading.Lock()
-        self._partial: list[Any] = []
-        self._partial_type = MessageType.BINARY
-        self._current_reader: MessageReader | None = None
-        # Outbound: application -> writer. Data frames on _wq, control frames on _ctrl.
-        self._wq: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._ctrl: deque[_ControlFrame | _CloseFrame] = deque()
-        self._out_budget = Budget(settings.max_write_queue, _MAX_QUEUED_MESSAGES)
-        # Held while one whole message is framed and queued, or for the life
-        # of a MessageWriter, so that messages never interleave.
-        self._msg_lock = threading.Lock()
-        self._streaming: MessageWriter | None = None
-        self._write_policy = "block"
-        self._full_close_code: int = CloseCode.POLICY_VIOLATION
+        self._end = Ending()
+        self._inbox = Inbox(settings.max_read_queue, _MAX_QUEUED_MESSAGES, self._on_failure_reached)
+        self._timers = Timers(settings.ping_interval, settings.ping_timeout, _monotonic())
+        hooks = WriterHooks(
+            self._shutting_down, self._run_timers, self._our_turn_to_close_tcp, self._shutdown, self._note,
+            self._report_bug,
+        )
+        self._writer = Writer(sock, tls, hooks, self._timers, settings.max_write_queue, _MAX_QUEUED_MESSAGES, self.name)
+        self._outbox = Outbox(self._protocol, self._lock, self._writer, self._end, self._timers, self._close_timeout)
 
         self._ping_handler: Callable[[bytes], None] = self._default_ping_handler
         self._pong_handler: Callable[[bytes], None] = _default_pong_handler
         self._close_handler: Callable[[int, str], None] = self._default_close_handler
 
-        # Clocks, all time.monotonic() values. Written by one thread, read by the
-        # writer; plain attribute stores are atomic under the GIL.
-        now = _monotonic()
-        self._last_recv = now
-        self._last_progress = now
-        self._ping_sent: float | None = None
-        self._read_deadline: float | None = None
-        self._write_deadline: float | None = None
-        self._close_deadline: float | None = None
-        self._next_timer: float | None = None
-        self._sock_timeout: float | None = sock.gettimeout()
-        self._poller: select.poll | None = None
-        self._reader_paused = False
-
-        # How it ended. First cause wins (see _note).
-        self._rcvd: Close | None = None
-        self._sent: Close | None = None
-        self._rcvd_then_sent: bool | None = None
-        self._detail = ""
-        self._cause: BaseException | None = None
-        self._discarding = False  # the reader ignores input after a close or a failure
-        self._pending_failure: _Failure | None = None  # a protocol error the application hasn't reached
-        self._fail_deadline = 0.0
-        self._shut = False
-        self._closed_exc: ConnectionClosed | None = None
-        self._ended = threading.Event()
-        self._on_end: list[Callable[[Conn], None]] = []
+        self._pending_failure: Failure | None = None  # a protocol error the application hasn't reached
 
         self._trailing = trailing_data
-        self._writer = threading.Thread(target=self._write_loop, name=f"{self.name}-writer", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
-        self._writer.start()
+        self._writer.thread.start()
         self._reader.start()
 
     def __repr__(self) -> str:
-        state = "closed" if self._ended.is_set() else "open"
+        state = "closed" if self._end.ended.is_set() else "open"
         return f"<Conn {self.name} {state} remote={self.remote_address!r}>"
 
     # --- reading ------------------------------------------------------
@@ -371,28 +179,7 @@ class Conn:
             ConnectionClosed: the connection has ended and every message that
                 arrived before the end has been read.
         """
-        if timeout is None:
-            deadline = None
-            self._read_lock.acquire()
-        else:
-            deadline = _monotonic() + timeout
-            self._acquire_reading(deadline, timeout)
-        try:
-            if self._current_reader is not None:
-                self._discard_current_reader()
-            parts = self._partial
-            while True:
-                item = self._next_item(deadline, timeout)
-                if type(item) is tuple:
-                    return item[0], item[1]
-                if not parts:
-                    self._partial_type = item.message_type
-                parts.append(item.data)
-                if item.fin:
-                    self._partial = []
-                    return self._partial_type, ("" if type(parts[0]) is str else b"").join(parts)
-        finally:
-            self._read_lock.release()
+        return self._inbox.read_message(timeout)
 
     def next_reader(self, timeout: float | None = None) -> tuple[MessageType, MessageReader]:
         """Wait for the next message and return ``(message_type, reader)`` to stream it.
@@ -410,25 +197,7 @@ class Conn:
             TimeoutError: no message began within *timeout*.
             ConnectionClosed: the connection has ended.
         """
-        deadline = None if timeout is None else _monotonic() + timeout
-        self._acquire_reading(deadline, timeout)
-        try:
-            self._discard_current_reader()
-            if self._partial:  # left by a read_message that timed out
-                first: list[Any] = self._partial
-                message_type, done = self._partial_type, False
-                self._partial = []
-            else:
-                item = self._next_item(deadline, timeout)
-                if type(item) is tuple:
-                    message_type, first, done = item[0], [item[1]], True
-                else:
-                    message_type, first, done = item.message_type, [item.data], item.fin
-            reader = MessageReader(self, message_type, first, done)
-            self._current_reader = reader
-            return message_type, reader
-        finally:
-            self._read_lock.release()
+        return self._inbox.next_reader(timeout)
 
     def read_json(self, timeout: float | None = None) -> Any:
         """Read the next message and parse it as JSON.
@@ -441,45 +210,9 @@ class Conn:
         data = self.read_message(timeout)[1]
         return json.loads(data)
 
-    def _acquire_reading(self, deadline: float | None, timeout: float | None) -> None:
-        wait = -1 if deadline is None else max(0.0, deadline - _monotonic())
-        if not self._read_lock.acquire(timeout=wait):
-            raise TimeoutError(f"no message within {timeout} s")
-
-    def _next_item(self, deadline: float | None, timeout: float | None = None) -> Any:
-        """The next message or chunk from the reader thread (holding the read lock)."""
-        while True:
-            if deadline is None:
-                item = self._inq.get()
-            else:
-                try:
-                    item = self._inq.get(timeout=max(0.0, deadline - _monotonic()))
-                except queue.Empty:
-                    raise TimeoutError(f"no message within {timeout} s") from None
-            if item is _ENDED:
-                self._inq.put(_ENDED)  # for the next reader: the end is sticky
-                raise self._final_exception()
-            if type(item) is _Failure:
-                # The application has read everything that arrived before the
-                # error (and queued its replies): now the close frame goes out.
-                self._fail(item.code, item.reason, item.detail, ordered=True)
-                continue
-            self._in_budget.release(item[2] if type(item) is tuple else item.size)
-            return item
-
-    def _discard_current_reader(self) -> None:
-        reader = self._current_reader
-        if reader is None:
-            return
-        self._current_reader = None
-        while not reader._done:
-            item = self._next_item(None)
-            reader._done = type(item) is tuple or item.fin
-        reader._discarded = True
-
     def recv(self, timeout: float | None = None) -> Data:
         """Like :meth:`read_message` but return only the data: ``str`` for text, ``bytes`` for binary."""
-        return self.read_message(timeout)[1]
+        return self._inbox.read_message(timeout)[1]
 
     def __iter__(self) -> Iterator[Data]:
         """Yield each message's data until the connection closes normally.
@@ -487,9 +220,10 @@ class Conn:
         The loop ends quietly on :class:`ConnectionClosedOK`; any other ending
         raises :class:`ConnectionClosedError`.
         """
+        read = self._inbox.read_message
         while True:
             try:
-                yield self.read_message()[1]
+                yield read(None)[1]
             except ConnectionClosedOK:
                 return
 
@@ -501,9 +235,8 @@ class Conn:
         """
         if limit <= 0:
             raise ValueError("read limit must be positive")
-        self._read_limit = limit
-        if self._deflate is not None:
-            self._deflate.read_limit = limit  # it bounds inflating by the same limit
+        with self._lock:
+            self._protocol.read_limit = limit
 
     def set_read_deadline(self, deadline: float | None) -> None:
         """Fail the connection if it is still open at *deadline* (a ``time.monotonic()`` value).
@@ -514,10 +247,10 @@ class Conn:
         pong handler. None removes it. To stop *waiting* without harming the
         connection, use ``read_message(timeout=...)`` instead.
         """
-        self._read_deadline = deadline
-        nxt = self._next_timer
+        self._timers.read_deadline = deadline
+        nxt = self._writer.next_timer
         if deadline is not None and (nxt is None or deadline < nxt):
-            self._wq.put(_WAKE)  # the writer keeps the clocks: make it look again
+            self._writer.wake()  # the writer keeps the clocks: make it look again
 
     # --- writing ------------------------------------------------------
 
@@ -548,12 +281,10 @@ class Conn:
             queue.Full: the queue is full and the policy is ``"raise"``.
             ConnectionClosed: the connection is closing or has ended (or the
                 ``"close"`` policy just closed it).
-            TypeError, ValueError: wrong type for *message_type*, invalid UTF-8.
+            TypeError, ValueError: wrong type for *message_type* or *data*, invalid UTF-8.
         """
-        queued = self._write(self._message(message_type, data), None, timeout, self._write_policy, compress)
-        if self._debug and queued:
-            self._trace(">", MessageType(message_type).name, data)
-        return queued
+        message = self._protocol.check(message_type, data)
+        return self._write(message, None, timeout, self._outbox.policy, MessageType(message_type), data, compress)
 
     def send(self, data: Data, timeout: float | None = None) -> bool:
         """Send a ``str`` as a text message or bytes-like data as a binary one.
@@ -561,10 +292,7 @@ class Conn:
         See :meth:`write_message` for *timeout*, the result and what it raises.
         """
         kind = MessageType.TEXT if isinstance(data, str) else MessageType.BINARY
-        queued = self._write(self._message(kind, data), None, timeout, self._write_policy)
-        if self._debug and queued:
-            self._trace(">", kind.name, data)
-        return queued
+        return self._write(self._protocol.check(kind, data), None, timeout, self._outbox.policy, kind, data)
 
     def try_send(self, message: Data | PreparedMessage) -> bool:
         """Queue a message if there is room right now; never blocks.
@@ -578,15 +306,9 @@ class Conn:
             ConnectionClosed: the connection is closing or has ended.
         """
         if isinstance(message, PreparedMessage):
-            queued = self._write(None, message, 0, "try")
-            kind, data = message.message_type, message.data
-        else:
-            kind = MessageType.TEXT if isinstance(message, str) else MessageType.BINARY
-            queued = self._write(self._message(kind, message), None, 0, "try")
-            data = message
-        if self._debug and queued:
-            self._trace(">", kind.name, data)
-        return queued
+            return self._write(None, message, 0, "try", message.message_type, message.data)
+        kind = MessageType.TEXT if isinstance(message, str) else MessageType.BINARY
+        return self._write(self._protocol.check(kind, message), None, 0, "try", kind, message)
 
     def write_json(self, obj: Any, timeout: float | None = None) -> bool:
         """Send *obj* as a JSON text message (see :meth:`write_message`).
@@ -595,20 +317,15 @@ class Conn:
             TypeError, ValueError: *obj* can't be serialized; nothing is sent.
         """
         text = json.dumps(obj)
-        queued = self._write(self._message(MessageType.TEXT, text), None, timeout, self._write_policy)
-        if self._debug and queued:
-            self._trace(">", "TEXT", text)
-        return queued
+        message = self._protocol.check(MessageType.TEXT, text)
+        return self._write(message, None, timeout, self._outbox.policy, MessageType.TEXT, text)
 
     def write_prepared(self, message: PreparedMessage, timeout: float | None = None) -> bool:
         """Send a :class:`PreparedMessage`, framed once for every server-side connection.
 
         Same results and errors as :meth:`write_message`.
         """
-        queued = self._write(None, message, timeout, self._write_policy)
-        if self._debug and queued:
-            self._trace(">", message.message_type.name, message.data)
-        return queued
+        return self._write(None, message, timeout, self._outbox.policy, message.message_type, message.data)
 
     def set_write_policy(self, policy: str, close_code: int = CloseCode.POLICY_VIOLATION) -> None:
         """Choose what happens when the send queue is full (``max_write_queue``
@@ -622,11 +339,11 @@ class Conn:
           *close_code* (1008 by default; 1013 "try again later" also fits)
           and raise ConnectionClosed.
         """
-        if policy not in ("block", "raise", "drop", "close"):
+        if policy not in WRITE_POLICIES:
             raise ValueError(f"unknown write policy {policy!r}")
         check_close_code(close_code)
-        self._write_policy = policy
-        self._full_close_code = close_code
+        self._outbox.policy = policy
+        self._outbox.full_close_code = close_code
 
     def next_writer(
         self, message_type: MessageType, *, buffer_size: int = 65536, timeout: float | None = None
@@ -650,99 +367,37 @@ class Conn:
             raise ValueError(f"next_writer takes TEXT or BINARY, not {message_type!r}")
         if buffer_size <= 0:
             raise ValueError("buffer_size must be positive")
-        if self._shut:
-            raise self._closing_exception()
-        if not self._msg_lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise TimeoutError(f"another message was still being written after {timeout} s")
-        writer = MessageWriter(self, message_type, buffer_size, timeout)
-        self._streaming = writer
-        return writer
-
-    def _message(self, message_type: MessageType, data: Any) -> Any:
-        """Check a whole message's data; return its frame, or the event wsproto frames.
-
-        Without extensions the frame is built here (threadws._frames), outside
-        every lock: it doesn't touch wsproto's state, which only tracks
-        fragmented messages.
-        """
-        if not self._plain:
-            return _event_for(message_type, data)
-        if message_type == MessageType.TEXT:
-            if isinstance(data, str):
-                return build_frame(FIN_TEXT, data.encode("utf-8"), self._client)
-            data = as_bytes(data)
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError("text message data is not valid UTF-8") from None
-            return build_frame(FIN_TEXT, data, self._client)
-        if message_type == MessageType.BINARY:
-            return build_frame(FIN_BINARY, as_bytes(data), self._client)
-        raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
+        self._outbox.start_stream(timeout)
+        sink = FragmentSink(self._send_fragment, self._outbox.end_stream, self._abandon_message)
+        return MessageWriter(sink, message_type, buffer_size, timeout)
 
     def _write(
-        self, message: Any, prepared: PreparedMessage | None, timeout: float | None, policy: str, compress: bool = True
+        self,
+        message: Outgoing | None,
+        prepared: PreparedMessage | None,
+        timeout: float | None,
+        policy: str,
+        kind: MessageType,
+        data: Any,
+        compress: bool = True,
     ) -> bool:
-        """Queue one whole message: its frame or wsproto event (see _message), or a prepared one."""
-        if self._shut:
-            raise self._closing_exception()
-        if policy == "block":
-            if not self._out_budget.wait_room(timeout):
-                raise TimeoutError(f"send queue still full after {timeout} s")
-        elif not self._out_budget.wait_room(0):
-            if policy == "try" or policy == "drop":
-                return False
-            if policy == "raise":
-                raise queue.Full("send queue full")
-            self._fail(self._full_close_code, "send queue full", "send queue full: the peer reads too slowly")
-            raise self._closing_exception()
-        if policy == "block":
-            if timeout is None:
-                self._msg_lock.acquire()
-            elif not self._msg_lock.acquire(timeout=timeout):
-                raise TimeoutError(f"another message was still being written after {timeout} s")
-        # The message lock is only ever held for long by a MessageWriter: then
-        # a call that must not block reports a full queue; otherwise the wait
-        # is for another thread to finish framing one message.
-        elif not self._msg_lock.acquire(blocking=self._streaming is None):
-            if policy == "try" or policy == "drop":
-                return False
-            raise queue.Full("another thread is streaming a message")
-        try:
-            with self._lock:
-                if self._shut or self._ws.state is not ConnectionState.OPEN:
-                    raise self._closing_exception()
-                if not compress and self._deflate is not None:
-                    self._deflate.compress_next = False  # read by this message's first frame
-                if prepared is not None:
-                    data = prepared._frame_for(self)
-                elif type(message) is bytes:
-                    data = message
-                else:
-                    data = self._ws.send(message)
-                self._out_budget.add(len(data))
-                self._wq.put(data)
-        finally:
-            self._msg_lock.release()
-        return True
+        """Queue one whole message (see Outbox.write); fail the connection if the "close" policy says so."""
+        queued = self._outbox.write(message, prepared, timeout, policy, compress)
+        if queued is None:
+            self._fail(self._outbox.full_close_code, "send queue full", "send queue full: the peer reads too slowly")
+            raise self._outbox.closed()
+        if self._debug and queued:
+            self._trace(">", kind.name, data)
+        return queued
 
-    def _write_fragment(self, text: bool, data: Any, final: bool, timeout: float | None) -> None:
-        """Queue one fragment of a streamed message (the caller holds the message lock)."""
-        if not self._out_budget.wait_room(timeout):
-            raise TimeoutError(f"send queue still full after {timeout} s")
-        event = TextMessage(data=data, message_finished=final) if text else BytesMessage(data=data, message_finished=final)
-        with self._lock:
-            if self._shut or self._ws.state is not ConnectionState.OPEN:
-                raise self._closing_exception()
-            frame = self._ws.send(event)
-            self._out_budget.add(len(frame))
-            self._wq.put(frame)
+    def _send_fragment(self, text: bool, data: Any, final: bool, timeout: float | None) -> None:
+        self._outbox.fragment(text, data, final, timeout)
         if self._debug:
             self._trace(">", "TEXT" if text else "BINARY", data, part="last part" if final else "part")
 
-    def _end_writer(self, writer: MessageWriter) -> None:
-        self._streaming = None
-        self._msg_lock.release()
+    def _abandon_message(self) -> None:
+        self._note("a streamed message was abandoned")
+        self.close(CloseCode.INTERNAL_ERROR, "message not completed")
 
     def write_control(self, message_type: MessageType, data: bytes = b"", deadline: float | None = None) -> None:
         """Send a control frame (RFC 6455 section 5.5); safe from any thread.
@@ -769,25 +424,17 @@ class Conn:
             raise ValueError("control frame payload must be at most 125 bytes")
         done = threading.Event() if deadline is not None else None
         if message_type == MessageType.CLOSE:
-            if len(data) == 1:
-                raise ValueError("close payload must be empty or a 2-byte code and a reason")
-            code = int.from_bytes(data[:2], "big") if data else CloseCode.NO_STATUS_RCVD
-            if data:
-                check_close_code(code)
-            try:
-                reason = data[2:].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError("close reason is not valid UTF-8") from None
+            code, reason = parse_close_payload(data)
             if not self._queue_close(code, reason, fail=False, done=done):
-                raise self._closing_exception()
+                raise self._outbox.closed()
         elif message_type in (MessageType.PING, MessageType.PONG):
-            self._queue_control(Ping(payload=data) if message_type == MessageType.PING else Pong(payload=data), done)
+            self._queue_control(message_type == MessageType.PING, data, done)
         else:
             raise ValueError(f"write_control takes CLOSE, PING or PONG, not {message_type!r}")
         if done is not None and deadline is not None:
             if not done.wait(max(0.0, deadline - _monotonic())):
-                if self._shut:
-                    raise self._closing_exception()
+                if self._end.phase >= Phase.SHUT:
+                    raise self._outbox.closed()
                 raise TimeoutError("control frame not sent before the deadline")
 
     def set_write_deadline(self, deadline: float | None) -> None:
@@ -799,12 +446,12 @@ class Conn:
         exceeded"). To bound only the wait for queue room, use
         ``write_message(timeout=...)``.
         """
-        self._write_deadline = deadline
+        self._writer.write_deadline = deadline
 
     @property
     def queued_bytes(self) -> int:
         """Bytes of frames queued for the writer and not yet sent."""
-        return self._out_budget.bytes
+        return self._writer.budget.bytes
 
     # --- handlers ---------------------------------------------------------
 
@@ -833,7 +480,7 @@ class Conn:
 
     def _default_ping_handler(self, payload: bytes) -> None:
         try:
-            self._queue_control(Pong(payload=payload), None)
+            self._queue_control(False, payload, None)
         except ConnectionClosed:
             pass  # closing: the pong no longer matters
 
@@ -855,30 +502,15 @@ class Conn:
             ValueError: *code* is reserved (1004, 1005, 1006, 1015) or not a
                 close code, or *reason* is over 123 bytes in UTF-8.
         """
-        check_close_code(code)
-        if len(reason.encode("utf-8")) > 123:
-            raise ValueError("close reason must be at most 123 bytes in UTF-8")
-        if self._ended.is_set():
+        _check_close(code, reason)
+        if self._end.ended.is_set():
             return
         self._queue_close(code, reason, fail=False, done=None)
-        if threading.current_thread() in (self._reader, self._writer):
+        if self._on_own_thread():
             return
         if not self.wait_closed(self._close_timeout if timeout is None else timeout):
             self._note("close timed out: no close frame or EOF from the peer")
             self.abort()
-
-    def abort(self) -> None:
-        """Tear the connection down at once, without the closing handshake.
-
-        Every blocked call wakes with ConnectionClosed. Waits (briefly) for the
-        connection's threads unless called from one of them.
-        """
-        if self._ended.is_set():
-            return
-        self._note("aborted")
-        self._shutdown()
-        if threading.current_thread() not in (self._reader, self._writer):
-            self.wait_closed(self._close_timeout + 5.0)
 
     def fail(self, code: int = CloseCode.POLICY_VIOLATION, reason: str = "", *, detail: str | None = None) -> None:
         """Fail the connection (RFC 6455 section 7.1.7) without waiting for anything.
@@ -894,21 +526,32 @@ class Conn:
         Raises:
             ValueError: as for :meth:`close`.
         """
-        check_close_code(code)
-        if len(reason.encode("utf-8")) > 123:
-            raise ValueError("close reason must be at most 123 bytes in UTF-8")
-        if self._ended.is_set():
+        _check_close(code, reason)
+        if self._end.ended.is_set():
             return
         if detail is None:
             detail = f"failed by the application with {code}" + (f" ({reason})" if reason else "")
         self._fail(code, reason, detail)
 
+    def abort(self) -> None:
+        """Tear the connection down at once, without the closing handshake.
+
+        Every blocked call wakes with ConnectionClosed. Waits (briefly) for the
+        connection's threads unless called from one of them.
+        """
+        if self._end.ended.is_set():
+            return
+        self._note("aborted")
+        self._shutdown()
+        if not self._on_own_thread():
+            self.wait_closed(self._close_timeout + 5.0)
+
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection has ended and its threads are gone; False on timeout."""
         deadline = None if timeout is None else _monotonic() + timeout
-        if not self._ended.wait(timeout):
+        if not self._end.ended.wait(timeout):
             return False
-        for thread in (self._reader, self._writer):
+        for thread in (self._reader, self._writer.thread):
             if thread is not threading.current_thread():
                 thread.join(None if deadline is None else max(0.0, deadline - _monotonic()))
                 if thread.is_alive():
@@ -918,12 +561,26 @@ class Conn:
     @property
     def closed(self) -> bool:
         """True once the connection has ended."""
-        return self._ended.is_set()
+        return self._end.ended.is_set()
 
     @property
     def close_exception(self) -> ConnectionClosed | None:
         """The ConnectionClosed every call raises once the connection has ended, else None."""
-        return self._closed_exc
+        return self._end.exception
+
+    def add_done_callback(self, callback: Callable[[Conn], None]) -> None:
+        """Call ``callback(conn)`` once the connection has ended.
+
+        It runs on the connection's reader thread as the connection ends, or
+        at once on the calling thread if it already has; it must not block.
+        An exception it raises is logged and ignored.
+        """
+        if not self._end.add_callback(callback):
+            self._run_callback(callback)
+
+    def remove_done_callback(self, callback: Callable[[Conn], None]) -> bool:
+        """Forget a callback given to :meth:`add_done_callback`; False if it wasn't there."""
+        return self._end.remove_callback(callback)
 
     def __enter__(self) -> Conn:
         return self
@@ -941,55 +598,35 @@ class Conn:
         else:  # KeyboardInterrupt, SystemExit: leaving, not failing
             self.close(CloseCode.GOING_AWAY)
 
-    # --- internals shared by both threads -----------------------------------
+    # --- the closing handshake and the end ----------------------------------------------
+
+    def _on_own_thread(self) -> bool:
+        return threading.current_thread() in (self._reader, self._writer.thread)
+
+    def _run_callback(self, callback: Callable[[Conn], None]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            self.logger.exception("%s: done callback failed", self.name)
 
     def _note(self, detail: str, cause: BaseException | None = None) -> None:
-        """Record why the connection is ending; the first cause is the one kept."""
-        if not self._detail:
-            self._detail = detail
-            self._cause = cause
+        self._end.note(detail, cause)
 
     def _trace(self, direction: str, kind: str, data: Any, part: str = "") -> None:
         size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
         self.logger.debug("%s %s %s", self.name, direction, describe(kind, data, size, part))
 
-    def _queue_control(self, event: Ping | Pong, done: threading.Event | None) -> None:
-        with self._lock:
-            if self._shut:
-                raise self._closing_exception()
-            try:
-                frame = self._ws.send(event)
-            except LocalProtocolError:
-                raise self._closing_exception() from None
-            self._ctrl.append(_ControlFrame(frame, isinstance(event, Ping), done))
-            self._wq.put(_WAKE)
+    def _queue_control(self, is_ping: bool, payload: bytes, done: threading.Event | None) -> None:
+        self._outbox.control(is_ping, payload, done)
         if self._debug:
-            self._trace(">", "PING" if isinstance(event, Ping) else "PONG", event.payload)
+            self._trace(">", "PING" if is_ping else "PONG", payload)
 
     def _queue_close(
         self, code: int, reason: str, *, fail: bool, done: threading.Event | None, ordered: bool = False
     ) -> bool:
         """Produce our close frame and queue it; False if one was already sent."""
-        with self._lock:
-            if self._shut:
-                return False
-            # wsproto sends an empty close frame only for its own enum member.
-            wire_code = CloseReason.NO_STATUS_RCVD if code == CloseCode.NO_STATUS_RCVD else code
-            try:
-                frame = self._ws.send(CloseConnection(code=wire_code, reason=reason))
-            except LocalProtocolError:
-                return False
-            item = _CloseFrame(frame, Close(code, reason), fail, done)
-            # Set before the writer can see the frame, so its next timer wait
-            # includes the closing handshake's deadline.
-            if self._close_deadline is None:
-                self._close_deadline = _monotonic() + self._close_timeout
-            if fail and not ordered:
-                self._discarding = True
-                self._ctrl.append(item)
-                self._wq.put(_WAKE)
-            else:
-                self._wq.put(item)
+        if not self._outbox.close(code, reason, fail=fail, done=done, ordered=ordered):
+            return False
         if self._debug:
             self.logger.debug("%s > %s", self.name, describe_close(code, reason))
         return True
@@ -1002,12 +639,13 @@ class Conn:
         The close frame jumps ahead of queued messages, unless *ordered*.
         """
         self._note(detail, cause)
-        self._discarding = True
+        self._end.advance(Phase.INPUT_DONE)
         self._pending_failure = None
+        self._timers.fail_deadline = None
         if not self._queue_close(code, reason, fail=True, done=None, ordered=ordered):
             self._shutdown()
 
-    def _fail_in_order(self, code: int, reason: str, detail: str) -> None:
+    def _fail_in_order(self, failure: Failure) -> None:
         """Fail because of what the peer sent, at that point of the message stream.
 
         Like gorilla's sequential reads: the application first gets the
@@ -1016,452 +654,190 @@ class Conn:
         If it doesn't read them within close_timeout, the connection is failed
         anyway (see _run_timers).
         """
-        self._discarding = True
-        # Items are consumed in order, so the queued items beyond this
-        # message's own chunks are exactly the whole messages not yet read.
-        if self._in_budget.items - self._msg_chunks <= 0:
+        self._end.advance(Phase.INPUT_DONE)
+        if not self._inbox.put_failure(failure):
             # Nothing undelivered: fail now, after the replies already queued.
-            self._fail(code, reason, detail, ordered=True)
+            self._fail(failure.code, failure.reason, failure.detail, ordered=True)
             return
-        failure = _Failure(code, reason, detail)
         self._pending_failure = failure
-        self._fail_deadline = _monotonic() + self._close_timeout
-        self._inq.put(failure)
-        self._wq.put(_WAKE)
+        self._timers.fail_deadline = _monotonic() + self._close_timeout
+        self._writer.wake()
+
+    def _on_failure_reached(self, failure: Failure) -> None:
+        # The application has read everything that arrived before the error
+        # (and queued its replies): now the close frame goes out.
+        self._fail(failure.code, failure.reason, failure.detail, ordered=True)
+
+    def _shutting_down(self) -> bool:
+        return self._end.phase >= Phase.SHUT
 
     def _shutdown(self) -> None:
-        """Start tearing down: wake a blocked recv/sendmsg and the writer. Idempotent."""
-        with self._lock:
-            if self._shut:
-                return
-            self._shut = True
+        """Start tearing down: wake a blocked recv/send and the writer. Idempotent."""
+        if not self._end.advance(Phase.SHUT):
+            return
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already disconnected
-        self._wq.put(_STOP)
-        self._in_budget.close()  # a reader paused on a full inbound queue must see the end
+        self._writer.stop()
+        self._inbox.stop_waiting()  # a reader paused on a full inbound queue must see the end
 
     def _handshake_complete(self) -> bool:
         """Close frames went both ways."""
-        return self._rcvd is not None and self._sent is not None
+        return self._end.rcvd is not None and self._writer.sent_close is not None
 
-    def _handshake_done(self) -> bool:
-        """True when this side should now close TCP: close frames went both ways
-        and it is the server (RFC 6455 section 7.1.1); the client waits for the
-        server's EOF, bounded by the close deadline."""
-        return self._rcvd is not None and self._sent is not None and not self._client
+    def _our_turn_to_close_tcp(self) -> bool:
+        """The server closes TCP first once close frames went both ways (RFC 6455
+        section 7.1.1); the client waits for that EOF, bounded by the close deadline."""
+        return not self._client and self._handshake_complete()
 
-    def _handshake_progress(self) -> None:
-        """The reader saw the peer's close frame: end the connection if it is this side's turn."""
-        if self._handshake_done():
-            if self._tls is None:
-                self._shutdown()
-            else:
-                self._wq.put(_CLOSE_NOTIFY)  # the writer ends TLS first, then shuts down
-
-    def _closing_exception(self) -> ConnectionClosed:
-        if self._closed_exc is not None:
-            return self._final_exception()
-        exc = closed_exception(self._rcvd, self._sent, self._rcvd_then_sent, self._detail or "closing")
-        exc.__cause__ = self._cause
-        return exc
-
-    def _final_exception(self) -> ConnectionClosed:
-        exc = self._closed_exc
-        assert exc is not None
-        # Raising the same instance again would grow its traceback each time.
-        return exc.with_traceback(None)
-
-    def add_done_callback(self, callback: Callable[[Conn], None]) -> None:
-        """Call ``callback(conn)`` once the connection has ended.
-
-        It runs on the connection's reader thread as the connection ends, or
-        at once on the calling thread if it already has; it must not block.
-        An exception it raises is logged and ignored.
-        """
-        with self._lock:
-            if not self._ended.is_set():
-                self._on_end.append(callback)
-                return
+    def _finish(self) -> None:
+        """End the connection; runs once, on the reader thread, as it exits."""
+        tls = self._tls
+        if tls is not None and self._end.phase < Phase.SHUT and (tls.peer_closed or self._handshake_complete()):
+            # A clean end, or the peer ended TLS: the writer answers with our
+            # close_notify (RFC 8446 section 6.1), then shuts the socket down.
+            self._writer.end()
+        else:
+            self._shutdown()
+        self._writer.thread.join()
+        self._shutdown()  # (if the writer had stopped before it could)
         try:
-            callback(self)
-        except Exception:
-            self.logger.exception("%s: done callback failed", self.name)
+            self._sock.close()
+        except OSError:
+            pass
+        exc, callbacks = self._end.finish(self._writer.sent_close)
+        self._inbox.end(exc)
+        self._writer.budget.close()
+        for done in self._writer.abandoned_control():
+            done.set()  # control frames that never went out: wake anyone waiting on them
+        for callback in callbacks:
+            self._run_callback(callback)
 
-    def remove_done_callback(self, callback: Callable[[Conn], None]) -> bool:
-        """Forget a callback given to :meth:`add_done_callback`; False if it wasn't there."""
-        with self._lock:
-            try:
-                self._on_end.remove(callback)
-            except ValueError:
-                return False
-            return True
+    # --- the clocks (run on the writer thread) ------------------------------------------
+
+    def _run_timers(self, stalled: bool) -> float | None:
+        """Act on what the clocks say is due; return seconds until the next timer (None: none)."""
+        writer = self._writer
+        while self._end.phase < Phase.SHUT:
+            now = _monotonic()
+            due, nxt = self._timers.due(now, stalled, writer.last_progress)
+            if due is None:
+                writer.next_timer = nxt
+                return None if nxt is None else max(0.0, nxt - now)
+            if due is Due.READ_DEADLINE:
+                self._note(due.value, TimeoutError(due.value))
+                self._shutdown()
+            elif due is Due.CLOSE_TIMEOUT:
+                self._note(due.value)
+                self._shutdown()
+            elif due is Due.FAILURE:
+                failure = self._pending_failure
+                self._timers.fail_deadline = None
+                if failure is not None:
+                    self._fail(failure.code, failure.reason, failure.detail)
+            elif due is Due.PING_TIMEOUT:
+                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", "keepalive ping timeout")
+            else:
+                try:
+                    self._queue_control(True, b"threadws", None)
+                except ConnectionClosed:
+                    break
+                self._timers.ping_sent = now  # stamped again just before the frame goes out
+        writer.next_timer = None
+        return None
 
     # --- the reader thread -------------------------------------------------
 
     def _read_loop(self) -> None:
         try:
             if self._trailing:
-                self._receive(self._trailing)
+                self._route(self._trailing)
                 self._trailing = b""
-            if self._tls is None:
-                self._read_plain()
-            else:
-                self._read_tls(self._tls)
+            hooks = ReaderHooks(self._accepting, self._route, self._alive, self._stream_ended, self._writer.wake)
+            Reader(self._sock, self._tls, hooks).run()
         except ssl.SSLError as exc:
-            if not self._shut:
+            if self._end.phase < Phase.SHUT:
                 self._note(f"TLS error: {exc}", exc)
         except OSError as exc:
-            if not self._shut:
+            if self._end.phase < Phase.SHUT:
                 self._note(f"connection lost: {exc}", exc)
         except BaseException as exc:  # a bug: never leave the connection half-alive
-            self.logger.exception("%s: reader failed", self.name)
-            self._note(f"internal error in reader: {exc!r}", exc)
+            self._report_bug("reader", exc)
         finally:
             self._finish()
 
-    def _read_plain(self) -> None:
-        sock = self._sock
-        buf = _RecvBuffer()
+    def _accepting(self) -> bool:
+        return self._end.phase == Phase.OPEN
+
+    def _alive(self, now: float) -> None:
+        self._timers.last_recv = now
+
+    def _stream_ended(self, how: str) -> None:
+        # After the peer's close frame a bare TCP EOF is common and harmless.
+        if self._end.rcvd is None:
+            what = {"eof": "EOF", "tls-eof": "EOF", "close_notify": "a TLS close_notify"}[how]
+            self._note(f"connection lost: {what} without a close frame")
+
+    def _route(self, data: Any, buf: bytearray | None = None) -> None:
+        """Feed what arrived to the protocol and act on each event it finds."""
+        events = self._protocol.receive(data, buf)
+        lock = self._lock
+        inbox = self._inbox
         while True:
-            try:
-                n = sock.recv_into(buf.data)
-            except (TimeoutError, BlockingIOError, InterruptedError):
-                self._wait_readable()
-                continue
-            if not n:
-                if self._rcvd is None:
-                    self._note("connection lost: EOF without a close frame")
-                return
-            self._last_recv = _monotonic()
-            if not self._discarding:
-                self._receive(buf.view[:n], buf.data)
-            buf.used(n)
-
-    def _read_tls(self, tls: TLS) -> None:
-        """The reader over TLS: ciphertext from the socket into *tls*, plaintext out of it."""
-        sock = self._sock
-        raw = _RecvBuffer()
-        plain = _RecvBuffer()
-        while True:
-            try:
-                n = tls.read_into(plain.view)
-            except TLSClosed as exc:
-                # After the peer's close frame a bare TCP EOF is common and harmless.
-                if self._rcvd is None:
-                    how = "a TLS close_notify" if exc.clean else "EOF"
-                    self._note(f"connection lost: {how} without a close frame")
-                return
-            if n:
-                if not self._discarding:
-                    self._receive(plain.view[:n], plain.data)
-                plain.used(n)
-                continue
-            if tls.has_output():
-                self._wq.put(_WAKE)  # what reading made TLS say (a key update): the writer sends it
-            try:
-                m = sock.recv_into(raw.data)
-            except (TimeoutError, BlockingIOError, InterruptedError):
-                self._wait_readable()
-                continue
-            if not m:
-                tls.feed_eof()
-                continue
-            self._last_recv = _monotonic()
-            tls.feed(raw.view[:m])
-            raw.used(m)
-
-    def _wait_readable(self) -> None:
-        """The writer set a socket timeout (see the module doc): wait for input our own way."""
-        poller = self._poller
-        if poller is None:
-            poller = self._poller = select.poll()
-            poller.register(self._sock, select.POLLIN | select.POLLPRI)
-        poller.poll()
-
-    def _receive(self, data: Any, buf: bytearray | None = None) -> None:
-        """Deliver what one ``recv`` returned: plain frames ourselves, the rest through wsproto.
-
-        See threadws._frames for why. wsproto is always handed whole frames
-        (or the start of one, and then exactly its rest), so it is at a frame
-        boundary whenever this code parses, and ``_ws_mid`` says whether it
-        is inside a fragmented message (then every data frame goes to it).
-        A plain frame split across reads waits in ``_pending`` when short, and
-        is streamed chunk by chunk when long (``_long_*``), as wsproto would.
-        *buf*, if given, is the writable buffer *data* views from its start:
-        long payloads are unmasked there, in place.
-        """
-        if not self._plain:
-            self._receive_ws(data)
-            return
-        end = len(data)
-        i = 0
-        if self._long_left:
-            i = min(self._long_left, end)
-            if not self._long_chunk(data, buf, 0, i):
-                return
-        elif self._ws_owed:
-            i = min(self._ws_owed, end)
-            self._ws_owed -= i
-            if not self._receive_ws(data[:i]):
-                return
-        elif self._pending:
-            joined = bytearray(self._pending)
-            joined += data
-            self._pending = b""
-            data = memoryview(joined)
-            buf = joined
-            end = len(joined)
-        mask_bit = self._in_mask_bit
-        while i < end and not self._discarding:
-            # The header: 2 bytes, an extended length, the masking key.
-            if end - i < 2:
-                self._pending = bytes(data[i:])
-                return
-            b0 = data[i]
-            b1 = data[i + 1]
-            n = b1 & 0x7F
-            j = i + 2
-            canonical = True
-            if n >= 126:
-                size = 2 if n == 126 else 8
-                if end - j < size:
-                    self._pending = bytes(data[i:])
-                    return
-                n = int.from_bytes(data[j : j + size], "big")
-                j += size
-                canonical = n >= 126 if size == 2 else (n >= 65536 and not n >> 63)
-            masked = b1 & 0x80
-            if masked:
-                if end - j < 4:
-                    self._pending = bytes(data[i:])
-                    return
-                j += 4
-            stop = j + n
-            if (
-                (b0 == FIN_TEXT or b0 == FIN_BINARY)
-                and masked == mask_bit
-                and canonical
-                and not self._ws_mid
-                and n <= self._read_limit
-            ):
-                if stop > end:
-                    if n <= _PENDING_MAX:
-                        self._pending = bytes(data[i:])  # short: parse it whole next time
-                        return
-                    self._long_left = n
-                    self._long_key = bytes(data[j - 4 : j]) if masked else None
-                    if b0 == FIN_TEXT:
-                        self._long_type = MessageType.TEXT
-                        self._long_decoder = _utf8_decoder()
-                    else:
-                        self._long_type = MessageType.BINARY
-                    self._long_chunk(data, buf, j, end)
-                    return
-                if not masked:
-                    payload = bytes(data[j:stop])
-                elif buf is not None and n > INT_XOR_MAX:
-                    unmask_into(buf, j, stop, data[j - 4 : j])  # in place: one copy fewer
-                    payload = bytes(data[j:stop])
-                else:
-                    payload = unmask(data[j:stop], data[j - 4 : j])
-                if b0 == FIN_BINARY:
-                    if not self._queue_whole(MessageType.BINARY, payload, n):
-                        return
-                    i = stop
-                    continue
-                try:
-                    text = payload.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    # Not wsproto's to report: the frame may be unmasked in place.
-                    self._invalid_utf8(exc)
-                    return
-                if not self._queue_whole(MessageType.TEXT, text, n):
-                    return
-                i = stop
-                continue
-            # Anything else is wsproto's: this frame, or its start and then the rest.
-            if stop > end:
-                self._ws_owed = stop - end
-                stop = end
-            if not b0 & 0x08:  # a data frame: track whether a message is open
-                self._ws_mid = not b0 & 0x80
-            if not self._receive_ws(data[i:stop]):
-                return
-            i = stop
-
-    def _long_chunk(self, data: Any, buf: bytearray | None, start: int, stop: int) -> bool:
-        """Deliver ``data[start:stop]``, the next payload bytes of the long plain frame in progress."""
-        k = stop - start
-        left = self._long_left = self._long_left - k
-        key = self._long_key
-        if key is None:
-            payload = bytes(data[start:stop])
-        else:
-            if buf is not None:
-                unmask_into(buf, start, stop, key)
-                payload = bytes(data[start:stop])
-            else:
-                payload = unmask(data[start:stop], key)
-            self._long_key = rotate(key, k)
-        fin = not left
-        if not k and not fin:
-            return True
-        chunk: Data = payload
-        decoder = self._long_decoder
-        if decoder is not None:
-            try:
-                chunk = decoder.decode(payload, fin)
-            except UnicodeDecodeError as exc:
-                return self._invalid_utf8(exc)
-            if fin:
-                self._long_decoder = None
-        return self._deliver(self._long_type, chunk, fin, k)
-
-    def _receive_ws(self, data: Any) -> bool:
-        """Feed wsproto and act on its events; False once nothing more may be read."""
-        deflate = self._deflate
-        with self._lock:
-            self._ws.receive_data(data)
-            if deflate is None:
-                events: list[Any] = list(self._ws.events())
-            else:
-                # A compressed frame's event comes without its data: pair it
-                # with the inflated pieces (see PerMessageDeflate.take_inflated).
-                events = []
-                for event in self._ws.events():
-                    pieces = None
-                    if type(event) is BytesMessage or type(event) is TextMessage:
-                        pieces = deflate.take_inflated()
-                    events.append(event if pieces is None else (event, pieces))
-            state = self._ws.state
-        for event in events:
+            with lock:
+                event = next(events, None)
             kind = type(event)
-            if kind is BytesMessage or kind is TextMessage:
-                if not self._on_data(event):
-                    return False
-            elif kind is tuple:
-                if not self._on_inflated(*event):
-                    return False
+            if kind is Message or kind is Chunk:
+                if self._debug:
+                    self._trace_received(event)  # type: ignore[arg-type]
+                if inbox.put(event):  # type: ignore[arg-type]
+                    self._wait_for_room()
+            elif event is None:
+                return
             elif kind is Ping:
                 if self._debug:
-                    self._trace("<", "PING", event.payload)
-                self._call_handler(self._ping_handler, event.payload)
+                    self._trace("<", "PING", event.payload)  # type: ignore[union-attr]
+                self._call_handler(self._ping_handler, event.payload)  # type: ignore[union-attr]
             elif kind is Pong:
                 if self._debug:
-                    self._trace("<", "PONG", event.payload)
-                self._call_handler(self._pong_handler, event.payload)
-            elif kind is CloseConnection:
-                if state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
-                    # REMOTE_CLOSING: the peer closed first; CLOSED: it answered ours.
-                    self._on_close(event.code, event.reason or "", state is ConnectionState.REMOTE_CLOSING)
-                else:
-                    # wsproto reports a protocol violation as a CloseConnection
-                    # without changing state: the peer sent no close frame.
-                    reason, detail = event.reason or "", f"protocol error from peer: {event.reason}"
-                    if self._deflate is not None and self._deflate.failure is not None:
-                        reason, detail = self._deflate.failure  # wsproto only says "error in extension"
-                    self._fail_in_order(event.code, reason, detail)
-                return False
-            if self._discarding:
-                return False
-        return not self._discarding
+                    self._trace("<", "PONG", event.payload)  # type: ignore[union-attr]
+                self._call_handler(self._pong_handler, event.payload)  # type: ignore[union-attr]
+            elif kind is CloseFrame:
+                self._on_close_frame(event)  # type: ignore[arg-type]
+                return
+            else:
+                self._fail_in_order(event)  # type: ignore[arg-type]
+                return
+            if self._end.phase != Phase.OPEN:
+                return  # a handler failed or closed the connection
 
-    def _on_data(self, event: TextMessage | BytesMessage) -> bool:
-        data: Any = event.data
-        if type(event) is TextMessage:
-            n = len(data) if data.isascii() else len(data.encode("utf-8"))
-            return self._deliver(MessageType.TEXT, data, event.message_finished, n)
-        return self._deliver(MessageType.BINARY, data, event.message_finished, len(data))
+    def _trace_received(self, event: Message | Chunk) -> None:
+        if type(event) is Chunk:
+            self._trace("<", event.kind.name, event.data, part="last part" if event.fin else "part")
+        else:
+            self._trace("<", event.kind.name, event.data)
 
-    def _on_inflated(self, event: TextMessage | BytesMessage, pieces: list[bytes]) -> bool:
-        """Deliver what a compressed frame inflated to, piece by piece; text is validated here."""
-        fin = event.message_finished
-        if fin and not pieces:
-            pieces = [b""]
-        text = type(event) is TextMessage
-        kind = MessageType.TEXT if text else MessageType.BINARY
-        decoder = self._inflated_decoder
-        if text and decoder is None and not (fin and len(pieces) == 1):
-            # A whole message in one piece (the common case) needs no incremental decoder.
-            decoder = self._inflated_decoder = _utf8_decoder()
-        last = len(pieces) - 1
-        for i, piece in enumerate(pieces):
-            end = fin and i == last
-            data: Data = piece
-            if text:
-                try:
-                    data = piece.decode("utf-8") if decoder is None else decoder.decode(piece, end)
-                except UnicodeDecodeError as exc:
-                    return self._invalid_utf8(exc)
-            if not self._deliver(kind, data, end, len(piece)):
-                return False
-        if fin:
-            self._inflated_decoder = None
-        return True
+    def _wait_for_room(self) -> None:
+        # The inbox is full: stop reading so TCP pushes back on the peer. Our
+        # own keepalive must not blame the peer for the silence this causes.
+        timers = self._timers
+        timers.reader_paused = True
+        self._inbox.wait_room()
+        timers.last_recv = _monotonic()
+        timers.reader_paused = False
 
-    def _invalid_utf8(self, exc: UnicodeDecodeError) -> bool:
-        # Fail fast, with what wsproto would say for the same bytes.
-        self._fail_in_order(CloseCode.INVALID_PAYLOAD_DATA, str(exc), f"protocol error from peer: {exc}")
-        return False
-
-    def _deliver(self, message_type: MessageType, data: Data, finished: bool, n: int) -> bool:
-        """Queue *n* bytes of a message: the whole of it, or its next part."""
-        if finished and not self._in_message:
-            return self._queue_whole(message_type, data, n)
-        # Part of a longer message: hand it over now, so a streaming
-        # consumer never holds the whole message, and neither do we.
-        size = self._msg_size + n
-        if size > self._read_limit:
-            return self._too_big()
+    def _on_close_frame(self, event: CloseFrame) -> None:
         if self._debug:
-            self._trace("<", message_type.name, data, part="last part" if finished else "part")
-        self._inq.put(_Chunk(message_type, data, finished, n))
-        self._in_message = not finished
-        self._msg_chunks = self._msg_chunks + 1 if self._in_message else 0
-        self._msg_size = 0 if finished else size
-        self._account(n)
-        return True
-
-    def _queue_whole(self, message_type: MessageType, data: Data, size: int) -> bool:
-        """Queue a message that arrived whole: the common case, one queue item."""
-        if size > self._read_limit:
-            return self._too_big()
-        if self._debug:
-            self._trace("<", message_type.name, data)
-        self._inq.put((message_type, data, size))
-        self._account(size)
-        return True
-
-    def _too_big(self) -> bool:
-        self._fail_in_order(
-            CloseCode.MESSAGE_TOO_BIG,
-            f"message too big (limit {self._read_limit} bytes)",
-            f"message over the read limit of {self._read_limit} bytes",
-        )
-        return False
-
-    def _account(self, size: int) -> None:
-        if self._in_budget.add(size):
-            # Full: stop reading so TCP pushes back on the peer. Our own
-            # keepalive must not blame the peer for the silence this causes.
-            self._reader_paused = True
-            self._in_budget.wait_room(None)
-            self._last_recv = _monotonic()
-            self._reader_paused = False
-
-    def _on_close(self, code: int, reason: str, peer_first: bool) -> None:
-        if self._debug:
-            self.logger.debug("%s < %s", self.name, describe_close(code, reason))
-        self._discarding = True
-        self._rcvd = Close(code, reason)
-        self._rcvd_then_sent = peer_first
-        if self._close_deadline is None:
-            self._close_deadline = _monotonic() + self._close_timeout
-            self._wq.put(_WAKE)
-        self._call_handler(self._close_handler, code, reason)
-        self._handshake_progress()
+            self.logger.debug("%s < %s", self.name, describe_close(event.code, event.reason))
+        self._end.advance(Phase.INPUT_DONE)
+        self._end.peer_closed(Close(event.code, event.reason), not event.answer)
+        if self._timers.close_deadline is None:
+            self._timers.close_deadline = _monotonic() + self._close_timeout
+            self._writer.wake()
+        self._call_handler(self._close_handler, event.code, event.reason)
+        if self._our_turn_to_close_tcp():
+            self._writer.end()  # after what is queued (TLS: close_notify), the socket is shut down
 
     def _call_handler(self, handler: Callable[..., None], *args: Any) -> None:
         try:
@@ -1472,341 +848,15 @@ class Conn:
             self.logger.exception("%s: handler %r raised", self.name, handler)
             self._fail(CloseCode.INTERNAL_ERROR, "internal error", f"handler raised {exc!r}", exc)
 
-    def _finish(self) -> None:
-        """End the connection; runs once, on the reader thread, as it exits."""
-        tls = self._tls
-        if tls is not None and not self._shut and (tls.peer_closed or self._handshake_complete()):
-            # A clean end, or the peer ended TLS: the writer answers with our
-            # close_notify (RFC 8446 section 6.1), then shuts the socket down.
-            self._wq.put(_CLOSE_NOTIFY)
-        else:
-            self._shutdown()
-        self._writer.join()
-        self._shutdown()  # (if the writer had already stopped)
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-        both = self._rcvd is not None and self._sent is not None
-        exc = closed_exception(self._rcvd, self._sent, self._rcvd_then_sent if both else None, self._detail)
-        exc.__cause__ = self._cause
-        self._closed_exc = exc
-        self._inq.put(_ENDED)
-        self._out_budget.close()
-        # Control frames that never went out: wake anyone waiting on them.
-        for item in self._ctrl:
-            if item.done is not None:
-                item.done.set()
-        with self._lock:
-            self._ended.set()
-            callbacks, self._on_end = self._on_end, []
-        for callback in callbacks:
-            try:
-                callback(self)
-            except Exception:
-                self.logger.exception("%s: end callback failed", self.name)
-
-    # --- the writer thread -------------------------------------------------
-
-    def _write_loop(self) -> None:
-        q = self._wq
-        get = q.get
-        ctrl = self._ctrl
-        try:
-            timeout = self._run_timers()
-            while True:
-                if ctrl and q.empty():
-                    batch: list[Any] = []
-                else:
-                    try:
-                        batch = [get(timeout=timeout)]
-                    except queue.Empty:
-                        timeout = self._run_timers()
-                        continue
-                    while not q.empty():
-                        batch.append(q.get_nowait())
-                if len(batch) == 1 and type(batch[0]) is bytes and not ctrl:
-                    # The common case, one message: no bookkeeping beyond the send.
-                    data = batch[0]
-                    self._send(batch)
-                    self._out_budget.release(len(data), 1)
-                    # Data can't make a timer earlier (whatever does, queues
-                    # _WAKE), so the timers need a look only when one is due.
-                    nxt = self._next_timer
-                    if nxt is None:
-                        timeout = None
-                        continue
-                    now = _monotonic()
-                    if now < nxt:
-                        timeout = nxt - now
-                        continue
-                elif not self._write_batch(batch):
-                    return
-                timeout = self._run_timers()
-        except _WriteDeadline:
-            self._note("write deadline exceeded", TimeoutError("write deadline exceeded"))
-        except OSError as exc:
-            if not self._shut:
-                self._note(f"connection lost while sending: {exc}", exc)
-        except BaseException as exc:
-            self.logger.exception("%s: writer failed", self.name)
-            self._note(f"internal error in writer: {exc!r}", exc)
-        self._shutdown()
-
-    def _write_batch(self, batch: list[Any]) -> bool:
-        """Send control frames, then the batch's data, in one go. False means stop."""
-        bufs: list[Any] = []
-        done: list[threading.Event] = []
-        close: _CloseFrame | None = None
-        ping = False
-        data_bytes = data_items = 0
-        ctrl = self._ctrl
-        while ctrl:
-            item = ctrl.popleft()
-            if close is not None:
-                continue  # nothing may follow a close frame
-            bufs.append(item.data)
-            if item.done is not None:
-                done.append(item.done)
-            if type(item) is _CloseFrame:
-                close = item
-            elif isinstance(item, _ControlFrame) and item.is_ping:
-                ping = True
-        stop = notify = False
-        for item in batch:
-            if type(item) is bytes:
-                data_bytes += len(item)
-                data_items += 1
-                if close is None:
-                    bufs.append(item)
-            elif item is _STOP:
-                stop = True
-            elif item is _CLOSE_NOTIFY:
-                notify = True
-            elif type(item) is _CloseFrame:
-                if close is None:
-                    close = item
-                    bufs.append(item.data)
-                    if item.done is not None:
-                        done.append(item.done)
-        if stop:
-            return False
-        # Record what goes out *before* sending it: on a fast link the answer
-        # (a pong, the peer's close) can be back before sendmsg returns.
-        if ping:
-            self._ping_sent = _monotonic()
-        if close is not None:
-            self._sent = close.close
-        if bufs:
-            self._send(bufs)
-        else:
-            self._send_tls_output()
-        if data_items:
-            self._out_budget.release(data_bytes, data_items)
-        for event in done:
-            event.set()
-        if close is not None:
-            if close.fail:
-                self._shutdown()
-                return False
-            notify = notify or self._handshake_done()
-        if notify:
-            if self._tls is not None:
-                self._send_close_notify()
-            self._shutdown()
-            return False
-        return True
-
-    def _send(self, bufs: list[Any]) -> None:
-        """Send every buffer (encrypted first, over TLS). Blocks only while the
-        peer isn't reading, and then wakes at least every _STALL_TICK to keep
-        the clocks (a close requested meanwhile, the deadlines, keepalive)."""
-        tls = self._tls
-        if tls is None:
-            self._send_raw(bufs)
-            return
-        data: Any = bufs[0] if len(bufs) == 1 else b"".join(bufs)
-        while True:
-            out, data = tls.encrypt(data)
-            if out:
-                self._send_raw([out])
-            if not data:
-                return
-            # TLS must hear from the peer before it can go on (TLS 1.2
-            # renegotiation): the reader feeds it; keep the clocks meanwhile.
-            if not tls.wait_input(_STALL_TICK):
-                self._send_stalled()
-
-    def _send_tls_output(self) -> None:
-        """Send what TLS produced on its own (answers to what the reader fed it)."""
-        tls = self._tls
-        if tls is not None and tls.has_output():
-            self._send_raw([tls.take_output()])
-
-    def _send_close_notify(self) -> None:
-        """The connection ended cleanly: end TLS too (RFC 8446 section 6.1), best effort."""
-        tls = self._tls
-        assert tls is not None
-        try:
-            out = tls.close_notify()
-            if out:
-                self._send_raw([out])
-        except (OSError, _WriteDeadline):
-            pass  # the peer is gone or stuck: it has what matters, the close frames
-
-    def _send_raw(self, bufs: list[Any]) -> None:
-        """Put every buffer on the socket, as it is."""
-        sock = self._sock
-        # First try without waiting: the usual case, one system call and no
-        # change to the socket's timeout (which the reader shares).
-        flags: int = socket.MSG_DONTWAIT
-        if len(bufs) == 1:
-            data = bufs[0]
-            try:
-                n = sock.send(data, flags)
-            except (BlockingIOError, TimeoutError):
-                n = 0
-            if n == len(data):
-                self._last_progress = _monotonic()
-                return
-            bufs = [memoryview(data)[n:]]
-        while bufs:
-            try:
-                n = sock.sendmsg(bufs[:_IOV_MAX], (), flags)
-            except (BlockingIOError, TimeoutError):
-                if flags:
-                    flags = 0
-                    self._set_send_timeout()
-                else:
-                    self._send_stalled()
-                    self._set_send_timeout()
-                continue
-            self._last_progress = _monotonic()
-            # Drop what went out; resume mid-buffer after a partial send.
-            i = 0
-            while i < len(bufs) and n >= len(bufs[i]):
-                n -= len(bufs[i])
-                i += 1
-            bufs = bufs[i:]
-            if n:
-                bufs[0] = memoryview(bufs[0])[n:]
-            if bufs and flags:
-                flags = 0  # a partial send: the socket buffer is full, wait from now on
-                self._set_send_timeout()
-        if not flags and self._sock_timeout is not None and not self._shut:
-            # Back to blocking mode, so the reader's recv is one system call again.
-            self._sock.settimeout(None)
-            self._sock_timeout = None
-
-    def _set_send_timeout(self) -> None:
-        """Wait no longer than the write deadline, the next timer or _STALL_TICK.
-
-        Only calls settimeout (a syscall) when the current value is too long or
-        much too short.
-        """
-        now = _monotonic()
-        want = _STALL_TICK
-        if self._write_deadline is not None:
-            want = min(want, self._write_deadline - now)
-        if self._next_timer is not None:
-            want = min(want, self._next_timer - now)
-        want = max(want, 0.001)
-        current = self._sock_timeout
-        if current is None or current > want or current < want / 2:
-            self._sock.settimeout(want)
-            self._sock_timeout = want
-
-    def _send_stalled(self) -> None:
-        """A send made no progress for a while: enforce the deadline and the clocks."""
-        now = _monotonic()
-        if self._write_deadline is not None and now >= self._write_deadline:
-            raise _WriteDeadline
-        if self._shut:
-            raise ConnectionAbortedError("connection shut down")
-        self._run_timers(stalled=True)
-        if self._shut:
-            raise ConnectionAbortedError("connection shut down")
-
-    def _run_timers(self, stalled: bool = False) -> float | None:
-        """Fire what is due; return seconds until the next timer (None: no timer)."""
-        now = _monotonic()
-        nxt: float | None = None
-        deadline = self._read_deadline
-        if deadline is not None:
-            if now >= deadline:
-                self._note("read deadline exceeded", TimeoutError("read deadline exceeded"))
-                self._shutdown()
-                return None
-            nxt = deadline
-        failure = self._pending_failure
-        if failure is not None:
-            if now >= self._fail_deadline:
-                self._fail(failure.code, failure.reason, failure.detail)
-            else:
-                nxt = self._fail_deadline if nxt is None else min(nxt, self._fail_deadline)
-        deadline = self._close_deadline
-        if deadline is not None:
-            if now >= deadline:
-                self._note("closing handshake timed out")
-                self._shutdown()
-                return None
-            nxt = deadline if nxt is None else min(nxt, deadline)
-        elif self._ping_interval is not None and not self._reader_paused:
-            due = self._keepalive(now, stalled)
-            if due is not None:
-                nxt = due if nxt is None else min(nxt, due)
-        self._next_timer = nxt
-        return None if nxt is None else max(0.0, nxt - now)
-
-    def _keepalive(self, now: float, stalled: bool) -> float | None:
-        """Ping a quiet peer; fail the connection if it stays quiet (any frame proves it alive)."""
-        interval = self._ping_interval
-        assert interval is not None
-        timeout = self._ping_timeout
-        alive = self._last_recv
-        if stalled:
-            # We can't even send: the peer's TCP acks are the only sign of life.
-            alive = max(alive, self._last_progress)
-        sent = self._ping_sent
-        outstanding = sent is not None and alive < sent
-        if timeout is not None:
-            if (stalled and now - alive >= interval + timeout) or (
-                outstanding and sent is not None and now >= sent + timeout
-            ):
-                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", "keepalive ping timeout")
-                return None
-            if outstanding and sent is not None:
-                # Look again after an interval too: once the pong is in, the
-                # next ping is due an interval after it, not after the timeout.
-                return min(sent + timeout, now + interval)
-        # Without a ping timeout, keep pinging once per quiet interval.
-        due = (sent if outstanding and sent is not None else alive) + interval
-        if now < due:
-            return due
-        try:
-            self._queue_control(Ping(payload=b"threadws"), None)
-        except ConnectionClosed:
-            return None
-        self._ping_sent = now  # stamped again just before the frame goes out
-        return now + (timeout if timeout is not None else interval)
+    def _report_bug(self, where: str, exc: BaseException) -> None:
+        self.logger.error("%s: %s failed", self.name, where, exc_info=exc)
+        self._note(f"internal error in {where}: {exc!r}", exc)
 
 
-def _event_for(message_type: MessageType, data: Any) -> TextMessage | BytesMessage:
-    """The wsproto event for a whole message, checking the data's type."""
-    if message_type == MessageType.TEXT:
-        if not isinstance(data, str):
-            try:
-                data = as_bytes(data).decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError("text message data is not valid UTF-8") from None
-        return TextMessage(data=data)
-    if message_type == MessageType.BINARY:
-        return BytesMessage(data=as_bytes(data))
-    raise ValueError(f"write_message takes TEXT or BINARY, not {message_type!r}; see write_control")
-
-
-class _WriteDeadline(Exception):
-    pass
+def _check_close(code: int, reason: str) -> None:
+    check_close_code(code)
+    if len(reason.encode("utf-8")) > 123:
+        raise ValueError("close reason must be at most 123 bytes in UTF-8")
 
 
 def _address(getter: Callable[[], Any]) -> Any:

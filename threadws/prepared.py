@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from wsproto.frame_protocol import FrameProtocol
+from collections.abc import Hashable
 
 from ._frames import as_bytes
 from .enums import MessageType
-
-if TYPE_CHECKING:
-    from .connection import Conn
+from .protocol import Protocol
 
 __all__ = ["PreparedMessage"]
 
@@ -31,7 +27,7 @@ class PreparedMessage:
         data: the payload.
     """
 
-    __slots__ = ("_compressed", "_server_frame", "data", "message_type")
+    __slots__ = ("_frames", "data", "message_type")
 
     def __init__(self, message_type: MessageType, data: str | bytes) -> None:
         if message_type == MessageType.TEXT:
@@ -46,35 +42,23 @@ class PreparedMessage:
             raise ValueError(f"a prepared message is TEXT or BINARY, not {message_type!r}")
         self.message_type = MessageType(message_type)
         self.data: str | bytes = data
-        # wsproto frames it, exactly as a server-side Conn would.
-        self._server_frame = bytes(FrameProtocol(client=False, extensions=[]).send_data(data, fin=True))
-        self._compressed: dict[Any, bytes] = {}
+        # One frame per sharing key (see Protocol.sharing_key), built on first use.
+        self._frames: dict[Hashable, bytes] = {}
 
-    def _frame_for(self, conn: Conn) -> Any:
-        """The frame for *conn* (the caller holds its wsproto lock)."""
-        deflate = conn._deflate
-        if conn._client:
-            return conn._ws.send(_event(self))  # a fresh mask for every frame
-        if deflate is None:
-            return self._server_frame
-        key = deflate.shared_key()
+    def frame_for(self, protocol: Protocol) -> bytes:
+        """The frame for a connection with this *protocol* (call it under the connection's lock).
+
+        Built once and reused for every server-side connection that can share
+        it; framed afresh for a client (a fresh mask) or a compressor with
+        context takeover (its own history).
+        """
+        key = protocol.sharing_key()
         if key is None:
-            # With context takeover the output depends on the connection's
-            # history: compress for this connection alone.
-            return conn._ws.send(_event(self))
-        frame = self._compressed.get(key)
+            return protocol.frame(protocol.check(self.message_type, self.data))
+        frame = self._frames.get(key)
         if frame is None:
-            proto = FrameProtocol(client=False, extensions=[deflate.fresh_sender()])
-            frame = self._compressed[key] = bytes(proto.send_data(self.data, fin=True))
+            frame = self._frames[key] = protocol.shared_frame(self.message_type, self.data)
         return frame
 
     def __repr__(self) -> str:
         return f"<PreparedMessage {self.message_type.name} {len(self.data)}>"
-
-
-def _event(message: PreparedMessage) -> Any:
-    from wsproto.events import BytesMessage, TextMessage
-
-    if isinstance(message.data, str):
-        return TextMessage(data=message.data)
-    return BytesMessage(data=message.data)

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import handshake
-from ._http import read_head
+from . import handshake, wsgi
+from ._http import read_head, take_buffered
 from ._tls import TLS, TLSSocket
 from .compression import Compression, PerMessageDeflate, resolve
-from .connection import Conn, Settings
+from .connection import Conn
+from .settings import Settings
 from .enums import CloseCode, MessageType
 from .exceptions import ConnectionClosed, HandshakeError
 
@@ -53,18 +54,25 @@ class Upgrader:
         *,
         check_origin: handshake.OriginCheck = None,
         subprotocols: Sequence[str] = (),
-        read_limit: int = 1 << 20,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        close_timeout: float = 10.0,
-        max_read_queue: int = 4 << 20,
-        max_write_queue: int = 4 << 20,
+        read_limit: int = Settings.read_limit,
+        ping_interval: float | None = Settings.ping_interval,
+        ping_timeout: float | None = Settings.ping_timeout,
+        close_timeout: float = Settings.close_timeout,
+        max_read_queue: int = Settings.max_read_queue,
+        max_write_queue: int = Settings.max_write_queue,
         compression: Compression | bool | None = None,
     ) -> None:
         self.check_origin = check_origin
         self.subprotocols = tuple(subprotocols)
         self.compression = resolve(compression)
-        self.settings = Settings(read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue)
+        self.settings = Settings(
+            read_limit=read_limit,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_read_queue=max_read_queue,
+            max_write_queue=max_write_queue,
+        )
 
     def upgrade(
         self,
@@ -112,7 +120,7 @@ class Upgrader:
             _refuse(handler, exc)
             raise
         response = handshake.build_response(accepted, response_headers or ())
-        leftover = _take_buffered(handler.rfile, sock)
+        leftover = take_buffered(handler.rfile, sock)
         handler.close_connection = True
         tls: TLS | None = None
         raw: socket.socket = sock
@@ -206,9 +214,26 @@ class Upgrader:
                 wsgiref, uWSGI, ...) or the request came over TLS; the message
                 names the servers that work. Nothing has been sent.
         """
-        from . import wsgi
-
-        return wsgi.upgrade(self, environ, response_headers)
+        sock = wsgi.server_socket(environ)
+        headers = wsgi.environ_headers(environ)
+        method, version = str(environ.get("REQUEST_METHOD", "")), str(environ.get("SERVER_PROTOCOL", ""))
+        try:
+            accepted = self._check(method, version, headers)
+        except HandshakeError as exc:
+            wsgi.refuse(sock, handshake.build_error_response(exc))
+            raise
+        response = handshake.build_response(accepted, response_headers or ())
+        leftover = wsgi.take_buffered(environ, sock)
+        ours = wsgi.take_over(sock)
+        try:
+            ours.settimeout(None)  # the descriptor's blocking mode is shared with the server's; make it ours
+            ours.sendall(response)
+            if ours.family in (socket.AF_INET, socket.AF_INET6):
+                ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return self._connection(ours, accepted, response, leftover, wsgi.request_target(environ), headers)
+        except OSError as exc:
+            ours.close()
+            raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
 
 
 def _refuse(handler: http.server.BaseHTTPRequestHandler, error: HandshakeError) -> None:
@@ -219,22 +244,6 @@ def _refuse(handler: http.server.BaseHTTPRequestHandler, error: HandshakeError) 
     except OSError:
         pass  # the client is gone; it won't read the explanation
     handler.log_request(error.status)
-
-
-def _take_buffered(rfile: Any, sock: socket.socket) -> bytes:
-    """Return what the HTTP parser read past the request head, without blocking."""
-    timeout = sock.gettimeout()
-    try:
-        sock.setblocking(False)
-        # read1 returns the buffered bytes if there are any; otherwise it makes
-        # one read on the (now non-blocking) socket. Anything still in the
-        # kernel is read later by the connection's reader.
-        data = rfile.read1(1 << 20) or b""
-    except OSError:
-        data = b""
-    finally:
-        sock.settimeout(timeout)
-    return bytes(data)
 
 
 # --- serve() -------------------------------------------------------------------

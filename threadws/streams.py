@@ -7,17 +7,34 @@ from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._frames import as_bytes
-from .enums import CloseCode, MessageType
+from .enums import MessageType
 
-if TYPE_CHECKING:
-    from .connection import Conn
+__all__ = ["ChunkSource", "FragmentSink", "MessageReader", "MessageWriter", "StreamState"]
 
-__all__ = ["MessageReader", "MessageWriter"]
+
+class StreamState:
+    """Where one streamed message stands: shared by its :class:`MessageReader`
+    and the inbox that feeds it (which writes it)."""
+
+    __slots__ = ("discarded", "done")
+
+    def __init__(self, done: bool) -> None:
+        self.done = done  # the last chunk has been taken off the connection's queue
+        self.discarded = False  # a later next_reader/read_message skipped the rest
+
+
+class ChunkSource(Protocol):
+    """What a :class:`MessageReader` reads from (the connection's inbox)."""
+
+    def next_chunk(self, state: StreamState) -> bytes:
+        """Wait for the message's next chunk; b"" if the message was discarded (or is over)."""
+        ...
 
 
 class MessageReader(io.RawIOBase):
@@ -29,30 +46,39 @@ class MessageReader(io.RawIOBase):
     :class:`threadws.ConnectionClosed`.
     """
 
-    def __init__(self, conn: Conn, message_type: MessageType, first: list[Any], done: bool) -> None:
+    def __init__(self, source: ChunkSource, message_type: MessageType, first: list[Any], state: StreamState) -> None:
         super().__init__()
         self.message_type = message_type
-        self._conn = conn
-        self._pending = [_as_bytes(part) for part in first if part]
+        self._source = source
+        self._pending = [chunk_bytes(part) for part in first if part]
         self._view = memoryview(b"")
-        self._done = done  # the last chunk has been taken off the connection's queue
-        self._discarded = False  # a later next_reader/read_message skipped the rest
+        self._state = state
 
     def readable(self) -> bool:
+        """True: a message is read, never written."""
         return True
 
     def readinto(self, buffer: Any) -> int:
+        """Fill *buffer* with the message's next bytes, waiting for them if need be.
+
+        Returns how many bytes were written into *buffer*: 0 only at the end
+        of the message (or when a later read discarded its rest).
+
+        Raises:
+            ConnectionClosed: the connection ended before the message did.
+        """
         target = memoryview(buffer).cast("B")
-        if not target or self._discarded:
+        state = self._state
+        if not target or state.discarded:
             return 0
         view = self._view
         while not view:
             if self._pending:
                 view = memoryview(self._pending.pop(0))
-            elif self._done or self._discarded:
+            elif state.done or state.discarded:
                 return 0
             else:
-                view = memoryview(self._take())
+                view = memoryview(self._source.next_chunk(state))
         n = min(len(view), len(target))
         target[:n] = view[:n]
         self._view = view[n:]
@@ -60,45 +86,38 @@ class MessageReader(io.RawIOBase):
 
     def __iter__(self) -> Iterator[bytes]:
         """Yield the message's data chunk by chunk, as it arrives."""
-        if self._discarded:
+        state = self._state
+        if state.discarded:
             return
         if self._view:
             yield bytes(self._view)
             self._view = memoryview(b"")
         while True:
-            if self._discarded:
+            if state.discarded:
                 return
             if self._pending:
                 yield self._pending.pop(0)
-            elif self._done:
+            elif state.done:
                 return
             else:
-                chunk = self._take()
+                chunk = self._source.next_chunk(state)
                 if chunk:
                     yield chunk
 
-    def _take(self) -> bytes:
-        conn = self._conn
-        conn._acquire_reading(None, None)
-        try:
-            if self._discarded or conn._current_reader is not self:
-                self._done = True
-                return b""
-            item = conn._next_item(None)
-            if type(item) is tuple:  # cannot happen mid-message; be safe
-                self._done = True
-                return _as_bytes(item[1])
-            self._done = item.fin
-            if self._done:
-                conn._current_reader = None
-            return _as_bytes(item.data)
-        finally:
-            conn._read_lock.release()
 
-
-def _as_bytes(data: Any) -> bytes:
-    # wsproto hands text over already decoded (and validated); the stream is bytes.
+def chunk_bytes(data: Any) -> bytes:
+    """A received chunk as bytes."""
+    # Text arrives already decoded (and validated); the stream is bytes.
     return data.encode("utf-8") if type(data) is str else bytes(data)
+
+
+@dataclass(frozen=True)
+class FragmentSink:
+    """Where a :class:`MessageWriter` sends its fragments (the connection)."""
+
+    send_fragment: Callable[[bool, Any, bool, float | None], None]  # (text, data, final, timeout)
+    end_message: Callable[[], None]  # the message is over (sent or abandoned): other writers may go on
+    abandon_message: Callable[[], None]  # close the connection with 1011: the message can't be completed
 
 
 class MessageWriter:
@@ -112,9 +131,9 @@ class MessageWriter:
     peer a half message.
     """
 
-    def __init__(self, conn: Conn, message_type: MessageType, buffer_size: int, timeout: float | None) -> None:
+    def __init__(self, sink: FragmentSink, message_type: MessageType, buffer_size: int, timeout: float | None) -> None:
         self.message_type = message_type
-        self._conn = conn
+        self._sink = sink
         self._buffer_size = buffer_size
         self._timeout = timeout
         self._text = message_type == MessageType.TEXT
@@ -168,7 +187,7 @@ class MessageWriter:
             self._send(final=True)
         finally:
             self.closed = True
-            self._conn._end_writer(self)
+            self._sink.end_message()
 
     def abort(self) -> None:
         """Give up on the message: close the connection with 1011 instead of sending half of it.
@@ -178,15 +197,14 @@ class MessageWriter:
         if self.closed:
             return
         self.closed = True
-        self._conn._end_writer(self)
-        self._conn._note("a streamed message was abandoned")
-        self._conn.close(CloseCode.INTERNAL_ERROR, "message not completed")
+        self._sink.end_message()
+        self._sink.abandon_message()
 
     def _send(self, final: bool) -> None:
         data: Any = ("" if self._text else b"").join(self._parts)
         self._parts = []
         self._buffered = 0
-        self._conn._write_fragment(self._text, data, final, self._timeout)
+        self._sink.send_fragment(self._text, data, final, self._timeout)
 
     def __enter__(self) -> MessageWriter:
         return self

@@ -1,4 +1,4 @@
-"""Upgrading a request inside a WSGI application (Flask, Django, ...): see :meth:`Upgrader.upgrade_wsgi`.
+"""Taking a connection over from a WSGI server (for :meth:`Upgrader.upgrade_wsgi`).
 
 WSGI has no way to hand a connection over, so this works only under servers
 that put their socket in the environ: Werkzeug's development server
@@ -30,6 +30,11 @@ buffer and fed to the connection first.
 TLS can't be taken over this way (the session lives in the server's
 ``SSLSocket`` object), so a request that came over TLS raises RuntimeError:
 terminate TLS in a proxy in front.
+
+What it must never do
+---------------------
+Decide on the handshake or build the connection: :class:`threadws.Upgrader`
+does both, and calls the functions here for the socket.
 """
 
 from __future__ import annotations
@@ -39,53 +44,19 @@ import io
 import os
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
-from . import handshake
-from .connection import Conn
-from .exceptions import HandshakeError
+from ._http import take_buffered as take_from_rfile
 
-if TYPE_CHECKING:
-    from .server import Upgrader
-
-__all__ = ["SUPPORTED_SERVERS", "environ_headers", "upgrade"]
+__all__ = ["SUPPORTED_SERVERS", "environ_headers", "refuse", "request_target", "server_socket", "take_buffered", "take_over"]
 
 #: Named in the error raised under a server that can't give up its socket.
 SUPPORTED_SERVERS = "Werkzeug's development server (threaded=True) or gunicorn with sync or gthread workers"
 
 # Where each supported server puts the connection's socket.
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
-
-
-def upgrade(
-    upgrader: Upgrader,
-    environ: Mapping[str, Any],
-    response_headers: Iterable[tuple[str, str]] | None = None,
-) -> Conn:
-    """The body of :meth:`threadws.Upgrader.upgrade_wsgi` (see there)."""
-    sock = _server_socket(environ)
-    headers = environ_headers(environ)
-    try:
-        accepted = upgrader._check(
-            str(environ.get("REQUEST_METHOD", "")), str(environ.get("SERVER_PROTOCOL", "")), headers
-        )
-    except HandshakeError as exc:
-        _refuse(sock, exc)
-        raise
-    response = handshake.build_response(accepted, response_headers or ())
-    leftover = _take_buffered(environ, sock)
-    ours = _take_over(sock)
-    try:
-        ours.settimeout(None)  # the descriptor's blocking mode is shared with the server's; make it ours
-        ours.sendall(response)
-        if ours.family in (socket.AF_INET, socket.AF_INET6):
-            ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return upgrader._connection(ours, accepted, response, leftover, _request_target(environ), headers)
-    except OSError as exc:
-        ours.close()
-        raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
 
 
 def environ_headers(environ: Mapping[str, Any]) -> http.client.HTTPMessage:
@@ -109,7 +80,7 @@ def environ_headers(environ: Mapping[str, Any]) -> http.client.HTTPMessage:
     return headers
 
 
-def _server_socket(environ: Mapping[str, Any]) -> socket.socket:
+def server_socket(environ: Mapping[str, Any]) -> socket.socket:
     """The server's socket for this request, or RuntimeError naming the servers that work."""
     sock = next((environ[key] for key in _SOCKET_KEYS if environ.get(key) is not None), None)
     software = environ.get("SERVER_SOFTWARE") or "this WSGI server"
@@ -128,7 +99,7 @@ def _server_socket(environ: Mapping[str, Any]) -> socket.socket:
     return sock
 
 
-def _take_over(sock: socket.socket) -> socket.socket:
+def take_over(sock: socket.socket) -> socket.socket:
     """Give the caller the connection's descriptor and leave the server a dead one (see the module doc)."""
     fd = sock.fileno()
     ours = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(fd))
@@ -144,16 +115,16 @@ def _take_over(sock: socket.socket) -> socket.socket:
     return ours
 
 
-def _refuse(sock: socket.socket, error: HandshakeError) -> None:
-    """Answer a refused handshake ourselves, as :meth:`Upgrader.upgrade` does, and end the connection.
+def refuse(sock: socket.socket, response: bytes) -> None:
+    """Answer a refused handshake with *response* ourselves, as :meth:`Upgrader.upgrade` does, and end the connection.
 
     The connection is taken from the server first, so the response the view
     returns afterwards goes nowhere: the client sees exactly one answer.
     """
-    ours = _take_over(sock)
+    ours = take_over(sock)
     try:
         ours.settimeout(5.0)  # a client that doesn't read its error must not hold this thread
-        ours.sendall(handshake.build_error_response(error))
+        ours.sendall(response)
         ours.shutdown(socket.SHUT_WR)
     except OSError:
         pass  # the client is gone; it won't read the explanation
@@ -161,7 +132,7 @@ def _refuse(sock: socket.socket, error: HandshakeError) -> None:
         ours.close()
 
 
-def _take_buffered(environ: Mapping[str, Any], sock: socket.socket) -> bytes:
+def take_buffered(environ: Mapping[str, Any], sock: socket.socket) -> bytes:
     """Bytes the server's HTTP parser already read past the request head."""
     stream = environ.get("wsgi.input")
     # gunicorn: the body reader's "unreader" holds what it read ahead.
@@ -178,13 +149,11 @@ def _take_buffered(environ: Mapping[str, Any], sock: socket.socket) -> bytes:
         return b""
     # Werkzeug: wsgi.input is the handler's rfile, a buffered reader on the socket.
     if isinstance(stream, io.BufferedReader):
-        from .server import _take_buffered as take_from_rfile
-
         return take_from_rfile(stream, sock)
     return b""
 
 
-def _request_target(environ: Mapping[str, Any]) -> str:
+def request_target(environ: Mapping[str, Any]) -> str:
     """The request target as the client sent it (``"/chat?room=1"``)."""
     for key in ("RAW_URI", "REQUEST_URI"):
         value = environ.get(key)
