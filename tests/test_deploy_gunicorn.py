@@ -137,7 +137,7 @@ def gunicorn() -> Iterator[Callable[..., Gunicorn]]:
 
 
 def open_on_every_worker(server: Gunicorn, path: str) -> tuple[list[threadws.Conn], set[int]]:
-    """Open connections until each worker holds at least one (or 24 are open)."""
+    """Open connections until each worker holds at least one (or 24 are open; keep --threads above that)."""
     conns: list[threadws.Conn] = []
     holders: set[int] = set()
     while len(holders) < WORKERS and len(conns) < 24:
@@ -184,17 +184,29 @@ def test_sigterm_closes_every_websocket_with_1001_and_exits_in_time(
     assert log.count("Worker exiting") == WORKERS, log
 
 
-def test_without_the_hook_gunicorn_waits_out_the_graceful_timeout_and_clients_see_1006(
-    gunicorn: Callable[..., Gunicorn],
-) -> None:
+@pytest.mark.parametrize(
+    ("worker_class", "path"),
+    [
+        pytest.param("gthread", "/echo", id="gthread-on-the-request-thread"),
+        pytest.param("sync", "/echo-in-a-thread", id="sync-handed-off"),
+    ],
+)
+def test_without_the_hook_clients_see_1006(gunicorn: Callable[..., Gunicorn], worker_class: str, path: str) -> None:
     # The control: the same app under gunicorn's defaults (no config file).
-    server = gunicorn("--config", "/dev/null", "--worker-class", "gthread", "--threads", "10")
-    conns, _ = open_on_every_worker(server, "/echo")
+    # gthread waits out the graceful timeout for the requests holding
+    # WebSockets, then the worker is killed; sync exits at once, and the
+    # threads serving its WebSockets die with it.
+    server = gunicorn("--config", "/dev/null", "--worker-class", worker_class, "--threads", "30")
+    conns, _ = open_on_every_worker(server, path)
     start = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     for conn in conns:
         assert conn.wait_closed(GRACEFUL_TIMEOUT + 10)
         assert conn.close_exception is not None and conn.close_exception.code == CloseCode.ABNORMAL_CLOSURE
-        assert conn.close_exception.rcvd is None  # no close frame: the worker was killed
+        assert conn.close_exception.rcvd is None  # no close frame
     server.proc.wait(10)
-    assert time.monotonic() - start >= GRACEFUL_TIMEOUT - 0.5
+    elapsed = time.monotonic() - start
+    if worker_class == "gthread":
+        assert elapsed >= GRACEFUL_TIMEOUT - 0.5
+    else:
+        assert elapsed < GRACEFUL_TIMEOUT
