@@ -4,12 +4,12 @@ How a block runs is said by an HTML comment on the line before its fence
 (invisible on GitHub, PyPI and the Sphinx site). Each block runs in a
 subprocess of its own (the repository on its path), in a temporary directory.
 
-* no comment: the block runs as a script and must exit with status 0 within
+* no comment (or ``<!-- test: run -->``): the block runs as a script and must exit with status 0 within
   BLOCK_TIMEOUT seconds.
 * ``<!-- test: conn -->``: the block runs after a prelude that gives it
   ``conn``, a client connection to a server that first sends one binary
-  message, then echoes text messages and swallows binary ones (with
-  compression accepted); ``url``, that server's address; ``sink`` (an
+  message, then echoes text messages and swallows binary ones (it accepts
+  compression and messages up to 16 MiB); ``url``, that server's address; ``sink`` (an
   ``io.BytesIO``) and ``source`` (a list of bytes); ``threadws``,
   ``MessageType`` and ``CloseCode``.
 * ``<!-- test: server port=8765 path=/echo -->``: the block is a server that
@@ -83,7 +83,7 @@ def parse_marker(spec: str) -> tuple[str, dict[str, str], str, bool]:
             options[key] = value
         elif word == "continues":
             continues = True
-        elif kind == "run" and word in ("conn", "server", "client", "wsgi"):
+        elif kind == "run" and word in ("run", "conn", "server", "client", "wsgi"):
             kind = word
         else:
             raise ValueError(f"unknown word in a test marker: {word!r}")
@@ -142,7 +142,7 @@ def _peer(c):
         if isinstance(message, str):
             c.send(message)
 
-_server = threadws.serve(_peer, "127.0.0.1", 0, upgrader=threadws.Upgrader(compression=True))
+_server = threadws.serve(_peer, "127.0.0.1", 0, upgrader=threadws.Upgrader(compression=True, read_limit=16 << 20))
 threading.Thread(target=_server.serve_forever, daemon=True).start()
 url = "ws://%s:%d/" % _server.server_address
 conn = threadws.dial(url)
