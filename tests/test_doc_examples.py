@@ -22,6 +22,8 @@ subprocess of its own (the repository on its path), in a temporary directory.
 * ``<!-- test: wsgi path=/echo app=app -->``: the block defines a WSGI
   application named ``app`` (or as given); it is served by Werkzeug's threaded
   development server on a free port and checked as a server is.
+* ``<!-- test: skip: <why> -->``: not run; only for another library's code shown
+  for comparison (the reason is required).
 * Any of these may end with ``setup: <python code>``, run before the block
   (``<!-- test: conn setup: jpeg = bytes(1000) -->``), and may say ``continues``
   to run the previous block of the same file first (a snippet that adds a route
@@ -61,7 +63,7 @@ class Block:
     path: Path
     line: int  # of the opening fence, 1-based
     code: str
-    kind: str = "run"  # run, conn, server, client, wsgi
+    kind: str = "run"  # run, conn, server, client, wsgi, skip
     options: dict[str, str] = field(default_factory=dict)
     setup: str = ""
     continues: bool = False
@@ -72,6 +74,10 @@ class Block:
 
 
 def parse_marker(spec: str) -> tuple[str, dict[str, str], str, bool]:
+    if spec.startswith("skip:"):
+        reason = spec[len("skip:") :].strip()
+        assert reason, "a skipped block must say why"
+        return "skip", {"reason": reason}, "", False
     spec, _, setup = spec.partition("setup:")
     words = shlex.split(spec)
     kind = "run"
@@ -119,12 +125,14 @@ def collect(path: Path) -> list[Block]:
 
 
 ALL = [block for path in SOURCES for block in collect(path)]
-RUNNABLE = [block for block in ALL if block.kind != "client"]
+RUNNABLE = [block for block in ALL if block.kind not in ("client", "skip")]
 
 
 def test_blocks_were_found() -> None:
     assert len([b for b in ALL if b.path.name == "README.md"]) >= 6
     assert {b.kind for b in ALL} >= {"run", "conn", "server", "client", "wsgi"}
+    skipped = [block.id for block in ALL if block.kind == "skip"]
+    assert len(skipped) <= 2, f"only other libraries' code may be skipped: {skipped}"
     for index, block in enumerate(ALL):  # every client block follows its server
         if block.kind == "client":
             server = ALL[index - 1]
