@@ -39,9 +39,11 @@ class MessageReader(io.RawIOBase):
         self._discarded = False  # a later next_reader/read_message skipped the rest
 
     def readable(self) -> bool:
+        """True: a reader can always be read (until the message ends, reads return ``b""``)."""
         return True
 
     def readinto(self, buffer: Any) -> int:
+        """Copy the message's next bytes into *buffer*, waiting until some arrive; return how many (0 at its end)."""
         target = memoryview(buffer).cast("B")
         if not target or self._discarded:
             return 0
