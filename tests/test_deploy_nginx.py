@@ -286,7 +286,7 @@ def test_the_origin_check_works_behind_the_proxy(
 
 # The docs say: keep the server's ping_interval well below proxy_read_timeout.
 # Here both are shortened in the same proportion as the docs' 20 s and 60 s.
-PROXY_READ_TIMEOUT = 2.0
+PROXY_READ_TIMEOUT = 3.0
 PING_INTERVAL = PROXY_READ_TIMEOUT / 3
 
 
