@@ -82,5 +82,3 @@ def collect(path: Path) -> list[Block]:
             blocks.append(block)
         i = end + 1
     return blocks
-
-

@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE_CONF = ROOT / "docs" / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (tests/peers/install_nginx.sh)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(NGINX), reason="nginx is not installed (tests/peers/install_nginx.sh)"
+)
 
 TOP_LEVEL = """\
 worker_processes 1;
@@ -127,11 +129,14 @@ def _start(tmp: Path, backend_port: int, ca: Any, proxy_read_timeout: str | None
         start_new_session=True,  # its own process group: stopping it takes its worker too
     )
     nginx = Nginx(proc, http_port, https_port, ca, tmp)
+    def listening() -> bool:
+        return _accepting(http_port) and _accepting(https_port)
+
     try:
-        wait_until(lambda: proc.poll() is not None or (_accepting(http_port) and _accepting(https_port)), 15)
+        wait_until(lambda: proc.poll() is not None or listening(), 15)
     except AssertionError:
-        pass
-    if proc.poll() is not None or not _accepting(http_port):
+        pass  # reported below, with nginx's error log
+    if proc.poll() is not None or not listening():
         _stop(proc)
         raise RuntimeError(f"nginx did not start (exit code {proc.returncode}):\n{nginx.error_log()}")
     return nginx

@@ -113,7 +113,9 @@ def source_of(block: Block) -> str:
     return code
 
 
-def run_script(code: str, tmp_path: Path, name: str, timeout: float = BLOCK_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run_script(
+    code: str, tmp_path: Path, name: str, timeout: float = BLOCK_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / name
     script.write_text(code)
     return subprocess.run(
@@ -139,18 +141,24 @@ def accepting(port: int) -> bool:
 def serving(code: str, port: int, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     script = tmp_path / "server.py"
     script.write_text(code)
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, env=env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True
-    )
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            text=True,
+        )
     try:
         wait_until(lambda: proc.poll() is not None or accepting(port), STARTUP_TIMEOUT)
-        assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()}"
+        assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{log_path.read_text()}"
         yield proc
     finally:
         proc.kill()
         proc.wait(10)
-        log.close()
 
 
 def echo_check(port: int, path: str) -> None:
