@@ -1,4 +1,4 @@
-"""A Flask app serving WebSockets next to ordinary routes, as deployed in docs/howto/gunicorn.md.
+"""A Flask app with WebSockets next to ordinary routes (docs/howto/gunicorn.md).
 
     gunicorn --config gunicorn.conf.py app:app
 
@@ -33,7 +33,7 @@ def echo(conn):
 
 @app.route("/echo", websocket=True)
 def echo_here():
-    """gthread: serve the WebSocket on this request's thread (one of --threads) until it ends."""
+    """gthread: serve the WebSocket on this request's thread (one of --threads)."""
     try:
         conn = upgrader.upgrade_wsgi(request.environ)
     except threadws.HandshakeError as exc:
@@ -45,11 +45,11 @@ def echo_here():
 
 @app.route("/echo-in-a-thread", websocket=True)
 def echo_elsewhere():
-    """sync (or gthread): hand the WebSocket to a thread of its own and free the worker at once."""
+    """sync (or gthread): hand the WebSocket to a thread of its own, return at once."""
     try:
         conn = upgrader.upgrade_wsgi(request.environ)
     except threadws.HandshakeError as exc:
         return "", exc.status
     open_websockets.register(conn)
-    threading.Thread(target=echo, args=(conn,), name=f"echo-{conn.name}", daemon=True).start()
+    threading.Thread(target=echo, args=(conn,), daemon=True).start()
     return "", 101

@@ -1,13 +1,14 @@
-"""gunicorn settings for an app that serves threadws WebSockets (docs/howto/gunicorn.md).
+"""gunicorn settings for an app that serves WebSockets (docs/howto/gunicorn.md).
 
     gunicorn --config gunicorn.conf.py app:app
 
 A stopping worker (SIGTERM: ``systemctl stop``, ``docker stop``, Kubernetes)
 closes its WebSockets with 1001 "going away" and exits within
-``graceful_timeout``. Left to itself, gunicorn would wait that long for the
-requests that hold WebSockets and then kill the worker, so clients would see
-the connection drop (1006) instead of a close frame. tests/test_deploy_gunicorn.py
-runs this very file.
+``graceful_timeout``. Left to itself, a gthread worker would wait that long
+for the requests that hold WebSockets and then be killed, and a sync worker
+would exit at once, taking the threads that serve its WebSockets along; either
+way clients would see the connection drop (1006) instead of a close frame.
+tests/test_deploy_gunicorn.py runs this very file.
 """
 
 import signal
@@ -34,27 +35,31 @@ def post_worker_init(worker):
     """Chain onto the worker's SIGTERM handler: also close its WebSockets with 1001."""
     from app import open_websockets  # the app's registry of open connections
 
-    stop_worker = signal.getsignal(signal.SIGTERM)  # gunicorn's own: stop accepting, finish requests
-    budget = max(1.0, worker.cfg.graceful_timeout - 1.0)  # a second left for gunicorn's own cleanup
+    # gunicorn's own handler: stop accepting, finish the running requests.
+    stop_worker = signal.getsignal(signal.SIGTERM)
+    # The closing handshakes' budget, leaving a second for gunicorn's own cleanup.
+    budget = max(1.0, worker.cfg.graceful_timeout - 1.0)
 
     def on_sigterm(signum, frame):
         stop_worker(signum, frame)
         # Closing handshakes wait for peers, which a signal handler must not do.
         # Not a daemon thread: the worker's exit waits for it.
-        threading.Thread(target=close_all, args=(open_websockets, budget), name="close-websockets").start()
+        closer = threading.Thread(target=close_all, args=(open_websockets, budget))
+        closer.start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def close_all(registry, timeout):
-    """Close every connection in *registry* (a threadws.Hub) with 1001; abort what is left after *timeout*."""
+    """Close the connections in *registry* (a Hub) with 1001; abort any left after *timeout*."""
     deadline = time.monotonic() + timeout
     # Again while any is left: a request may have been upgrading when the signal came.
     while registry.connections and time.monotonic() < deadline:
         conns = registry.connections
         for conn in conns:
             try:
-                conn.write_control(threadws.MessageType.CLOSE, GOING_AWAY)  # queued; doesn't wait
+                # Queues the close frame after what is already queued; doesn't wait.
+                conn.write_control(threadws.MessageType.CLOSE, GOING_AWAY)
             except threadws.ConnectionClosed:
                 pass  # already closing
         for conn in conns:  # all the closing handshakes run at once
