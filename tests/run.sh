@@ -19,7 +19,9 @@ venv=".venv/py$version"
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The extras give lower bounds; tests/constraints.txt pins the exact versions CI tests.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -c tests/constraints.txt -e '.[test,docs]'
 
 # Real peers for the interop tests: Node.js (for the `ws` package, which the
 # tests install with npm ci) and headless Chromium, both from Debian's packages.
@@ -27,6 +29,8 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 bash tests/peers/install_browser.sh
+# nginx for the deployment tests (tests/test_deploy_nginx.py), from Debian's package.
+bash tests/peers/install_nginx.sh
 
 echo "== pytest on Python $version"
 exec "$venv/bin/python" -m pytest "$@"

@@ -45,8 +45,8 @@ class Upgrader:
             :class:`threadws.Compression`, or pass one. An offer the server
             can't accept is declined (the connection goes on uncompressed).
             The read limit applies to the decompressed size.
-        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue,
-        max_write_queue: per-connection settings, as for :func:`threadws.dial`.
+        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue:
+            per-connection settings, as for :func:`threadws.dial`.
     """
 
     def __init__(
