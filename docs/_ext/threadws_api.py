@@ -74,6 +74,36 @@ class ThreadwsApi(SphinxDirective):
         return list(container.children)
 
 
+def _settings_defaults() -> dict[str, str]:
+    """``{"Settings.read_limit": "1 << 20", ...}``: the defaults as written in threadws/settings.py."""
+    import ast
+
+    import threadws.settings
+
+    source = inspect.getsource(threadws.settings)
+    tree = ast.parse(source)
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "Settings":
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value is not None:
+                    found[f"Settings.{item.target.id}"] = ast.get_source_segment(source, item.value) or ""
+    return found
+
+
+def _show_setting_defaults(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, signature: str | None, annotation: str | None
+) -> tuple[str, str | None] | None:
+    # dial() and Upgrader() take their defaults from Settings (written once);
+    # the reader wants the value, as Settings writes it.
+    if not signature or "Settings." not in signature:
+        return None
+    for reference, value in _settings_defaults().items():
+        signature = signature.replace(f"= {reference}", f"= {value}")
+    return signature, annotation
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("threadws-api", ThreadwsApi)
+    app.connect("autodoc-process-signature", _show_setting_defaults)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
