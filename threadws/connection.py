@@ -82,6 +82,15 @@ Address = Any
 _monotonic = time.monotonic
 _ids = itertools.count(1)
 
+
+def connection_name(client: bool) -> str:
+    """A new connection name, ``threadws-client-7`` (the number is unique in the process).
+
+    :func:`threadws.dial` takes one before the connection exists, to log its
+    handshake under the same name (see ``Conn(name=...)``).
+    """
+    return f"threadws-{'client' if client else 'server'}-{next(_ids)}"
+
 #: recv_into buffer: it starts small (it is resident memory for every idle
 #: connection) and doubles while reads fill it, up to the largest, so that a
 #: 1 MiB message takes few calls; after _RECV_SHRINK_AFTER small reads in a
@@ -206,6 +215,7 @@ class Conn:
         response_headers: Any = None,
         extensions: Sequence[Extension] = (),
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        name: str | None = None,
     ) -> None:
         settings = settings or Settings()
         self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _logger
@@ -247,8 +257,8 @@ class Conn:
         """The handshake response's headers."""
         self.local_address: Address = _address(sock.getsockname)
         self.remote_address: Address = _address(sock.getpeername)
-        role = "client" if client else "server"
-        self.name = f"threadws-{role}-{next(_ids)}"
+        self.name = name or connection_name(client)
+        """Names the connection in log lines and its threads (``threadws-client-7``)."""
 
         self._read_limit = settings.read_limit
         self._ping_interval = settings.ping_interval
