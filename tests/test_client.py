@@ -22,14 +22,6 @@ from threadws import HandshakeError
 from .conftest import start_server, stop_server, url_of
 
 
-@pytest.fixture(autouse=True)
-def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests connect directly, whatever proxy the machine's environment names."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-
-
 class RawServer:
     """A one-shot TCP server that answers whatever it is told to, for broken servers."""
 
