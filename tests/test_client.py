@@ -456,6 +456,34 @@ def test_silent_server_times_out_waiting_for_the_response(raw_server):
         stop.set()
 
 
+# --- a proxy's side of CONNECT, byte by byte (real proxies: test_interop_proxy.py) -------
+
+
+def test_connect_request_and_a_proxy_that_hangs_up(raw_server):
+    server = raw_server(lambda sock: None)  # reads the CONNECT, then closes
+    with pytest.raises(threadws.ProxyError, match="did not open a tunnel to example.test:8080"):
+        threadws.dial("ws://example.test:8080/", proxy=f"http://me:p%C3%A4ss@127.0.0.1:{server.port}", timeout=5)
+    lines = server.request.decode("latin-1").split("\r\n")
+    assert lines[0] == "CONNECT example.test:8080 HTTP/1.1"
+    assert "Host: example.test:8080" in lines
+    assert "Proxy-Authorization: Basic " + base64.b64encode("me:päss".encode()).decode() in lines
+    assert f"User-Agent: {threadws.client.USER_AGENT}" in lines
+
+
+def test_proxy_that_speaks_before_the_server(raw_server):
+    server = raw_server(lambda sock: sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 101 ..."))
+    with pytest.raises(threadws.ProxyError, match="sent data after its answer"):
+        threadws.dial("ws://example.test/", proxy=f"http://127.0.0.1:{server.port}", timeout=5)
+
+
+def test_unreachable_proxy_says_so():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError, match=f"connecting to proxy 127.0.0.1 port {port}"):
+        threadws.dial("ws://example.test/", proxy=f"http://127.0.0.1:{port}", timeout=5)
+
+
 # --- other transports -----------------------------------------------------------------
 
 

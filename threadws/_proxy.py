@@ -25,7 +25,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from ._net import Deadline, connect_tcp, read_response, resolve
 from ._trace import describe_head
-from .exceptions import ProxyError
+from .exceptions import HandshakeError, ProxyError
 from .handshake import Target, basic_auth, check_header, format_request
 
 #: Where the trace goes: (direction or "", lines).
@@ -162,9 +162,12 @@ def _http_connect(
         with deadline.step(f"while waiting for proxy {proxy} to open a tunnel to {authority}"):
             sock.settimeout(deadline.left())
             sock.sendall(format_request(authority, headers, method="CONNECT"))
-            response = read_response(
-                sock, deadline, "CONNECT", authority, headers, max_head=_MAX_HEAD, max_body=_MAX_BODY
-            )
+            try:
+                response = read_response(
+                    sock, deadline, "CONNECT", authority, headers, max_head=_MAX_HEAD, max_body=_MAX_BODY
+                )
+            except HandshakeError as exc:  # the proxy's answer, not the server's
+                raise ProxyError(f"proxy {proxy} did not open a tunnel to {authority}: {exc}") from None
         if trace is not None:
             trace("<", describe_head(response.status_line, response.headers))
         if not 200 <= response.status < 300:
@@ -214,12 +217,12 @@ def _socks_connect(
             infos = [info for info in infos if info[0] == socket.AF_INET] or infos
         destination = infos[0][4][0]
     credentials = _credentials(parts)
-    client: Any = Proxy(
-        getattr(ProxyType, kind),
-        proxy_ip,
-        proxy_port,
-        credentials[0] if credentials else None,
-        credentials[1] if credentials else None,
+    client: Any = Proxy.create(
+        proxy_type=getattr(ProxyType, kind),
+        host=proxy_ip,
+        port=proxy_port,
+        username=credentials[0] if credentials else None,
+        password=credentials[1] if credentials else None,
         rdns=remote_dns,
     )
     with deadline.step(f"while connecting through SOCKS proxy {proxy} to {host}:{port}"):
