@@ -21,7 +21,7 @@ FAST = {"backoff_initial": 0.01, "backoff_max": 0.05, "ping_interval": None, "cl
 
 
 def _dropping_server(endings: list[str]) -> tuple[threadws.Server, list[str]]:
-    """Connection n gets "hello n", then ends as endings[n-1] says: a close code, or "abort"."""
+    """Connection n gets "hello n", then ends as endings[n-1] says: a close code, "abort" or "wait" (for the client)."""
     counter = itertools.count(1)
     seen: list[str] = []
 
@@ -30,6 +30,7 @@ def _dropping_server(endings: list[str]) -> tuple[threadws.Server, list[str]]:
         conn.send(f"hello {n}")
         how = endings[min(n, len(endings)) - 1]
         if how == "abort":
+            conn.recv(timeout=5)  # the client's "got it": the greeting is not lost in the abort
             conn.abort()
         elif how == "wait":
             try:
@@ -49,6 +50,10 @@ def _greetings(connections: Iterator[threadws.Conn], count: int) -> list[str]:
     got = []
     for conn in connections:
         got.append(conn.recv(timeout=5))
+        try:
+            conn.send("got it")
+        except ConnectionClosed:
+            pass  # the server has already closed this one
         if len(got) == count:
             break
     return got
