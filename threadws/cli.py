@@ -201,29 +201,57 @@ def _exit_status(exc: ConnectionClosed | None) -> int:
     return EXIT_CLEAN if isinstance(exc, ConnectionClosedOK) else EXIT_UNCLEAN
 
 
+class _Ended(Exception):
+    """Raised in the main thread, out of input(), when the connection has ended."""
+
+
 class _Session:
-    """One interactive connection: the main thread types, a receiver thread prints."""
+    """One interactive connection: the main thread reads lines, a receiver thread prints.
+
+    When the connection ends while the main thread waits for a line, the
+    receiver wakes it with SIGINT, which the session's handler turns into
+    :class:`_Ended` (and a Ctrl-C typed by the user into KeyboardInterrupt).
+    A signal that lands just before input() starts waiting is lost, so the
+    receiver repeats it until the main thread has woken.
+    """
 
     def __init__(self, conn: Conn, console: Console) -> None:
         self.conn = conn
         self.console = console
-        self.lock = threading.Lock()
-        self.reading = False  # the main thread is waiting for a line
+        self.reading = False  # the main thread is in input() (or about to be)
+        self.woken = False  # _Ended has been raised: once is enough
         self.ended = threading.Event()
+        self.done_waking = threading.Event()
         self.main = threading.main_thread()
         conn.set_pong_handler(lambda payload: console.show(f"< (pong) {payload.decode('utf-8', 'replace')}"))
         self.receiver = threading.Thread(target=self._receive, name=f"{conn.name}-cli-receiver", daemon=True)
 
     def run(self) -> int:
-        self.receiver.start()
-        why = self._read_lines()
-        if why == "interrupt":
-            self.conn.close(1001)
-        elif why == "eof":
-            self.conn.close()
-        self.conn.wait_closed(_CLOSE_WAIT)
-        self.receiver.join(10)
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            self.receiver.start()
+            why = self._read_lines()
+            try:
+                if why == "interrupt":
+                    self.conn.close(1001)
+                elif why == "eof":
+                    self.conn.close()
+                self.conn.wait_closed(_CLOSE_WAIT)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the server
+                self.conn.abort()
+            self.done_waking.set()
+            self.receiver.join(10)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return _exit_status(self.conn.close_exception)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if not self.ended.is_set():
+            raise KeyboardInterrupt  # the user's Ctrl-C
+        if self.reading and not self.woken:
+            self.woken = True
+            raise _Ended
+        # Otherwise a repeated wake-up that came late: nothing left to wake.
 
     def _receive(self) -> None:
         try:
@@ -233,43 +261,45 @@ class _Session:
         except ConnectionClosed as exc:
             self.console.show(f"Connection closed: {exc}")
         finally:
-            with self.lock:
-                self.ended.set()
-                if self.reading:
-                    # Wake the main thread out of input(): the session is over.
-                    _interrupt(self.main)
+            self.ended.set()
+            # Wake the main thread out of input(): the session is over. (It
+            # sets reading before it checks ended, so one of the two sees the other.)
+            for _ in range(100):
+                if not self.reading or self.woken:
+                    break
+                _interrupt(self.main)
+                if self.done_waking.wait(0.05):
+                    break
 
     def _read_lines(self) -> str:
         """Send what is typed until end of input, Ctrl-C or the end of the connection."""
         interactive = self.console.interactive
-        while True:
-            try:
-                with self.lock:
+        try:
+            while True:
+                try:
+                    self.reading = True
                     if self.ended.is_set():
                         return "closed"
-                    self.reading = True
-                try:
                     line = input(_PROMPT) if interactive else sys.stdin.readline()
-                finally:
-                    with self.lock:
-                        self.reading = False
-                if not interactive:
-                    if not line:
-                        return "eof"
-                    line = line.rstrip("\n")
-                self._handle(line)
-            except EOFError:
-                if interactive:
-                    self.console.out.write("\n")  # leave the prompt's line
-                return "eof"
-            except KeyboardInterrupt:
-                if self.ended.is_set():
+                    self.reading = False
+                    if not interactive:
+                        if not line:
+                            return "eof"
+                        line = line.rstrip("\n")
+                    self._handle(line)
+                except EOFError:
+                    return "eof"
+                except KeyboardInterrupt:
+                    return "interrupt"
+                except ConnectionClosed:
                     return "closed"
-                if interactive:
-                    self.console.out.write("\n")
-                return "interrupt"
-            except ConnectionClosed:
-                return "closed"
+        except _Ended:
+            return "closed"
+        finally:
+            self.reading = False
+            if interactive:
+                self.console.out.write("\n")  # leave the prompt's line to the shell
+                self.console.out.flush()
 
     def _handle(self, line: str) -> None:
         if not line.startswith("/") or line.startswith("//"):
@@ -295,7 +325,7 @@ class _Session:
 def _interrupt(thread: threading.Thread) -> None:
     if hasattr(signal, "pthread_kill") and thread.ident is not None:
         signal.pthread_kill(thread.ident, signal.SIGINT)
-    else:  # pragma: no cover - Windows: wakes at the next Enter
+    else:  # Windows: the main thread wakes at the next Enter
         import _thread
 
         _thread.interrupt_main()
@@ -386,7 +416,7 @@ def _serve(argv: list[str]) -> int:
     what = "echo" if echo else "printing messages"
     console.show(f"Serving WebSockets on ws://{shown}:{port}/ ({what}).")
     if args.static:
-        console.show(f"Static files from {args.static} at http://{shown}:{port}/")
+        console.show(f"Static files: http://{shown}:{port}/ (from {os.path.abspath(args.static)})")
     console.show("Ctrl-C stops the server.")
     try:
         server.serve_forever()
