@@ -268,13 +268,15 @@ class _Dialer:
             target, headers = self._redirect(target, headers, outcome)
 
     def trace(self, direction: str, lines: list[str]) -> None:
-        """Log *lines* at DEBUG under the connection's name (``>`` sent, ``<`` received)."""
-        if self.debug:
-            for line in lines:
-                if direction:
-                    self.log.debug("%s %s %s", self.name, direction, line)
-                else:
-                    self.log.debug("%s %s", self.name, line)
+        """Log *lines* at DEBUG under the connection's name (``>`` sent, ``<`` received).
+
+        Callers check ``self.debug`` first, so that nothing is formatted when DEBUG is off.
+        """
+        for line in lines:
+            if direction:
+                self.log.debug("%s %s %s", self.name, direction, line)
+            else:
+                self.log.debug("%s %s", self.name, line)
 
     def _request_headers(self, target: handshake.Target, headers: list[tuple[str, str]], key: str) -> list[tuple[str, str]]:
         return handshake.request_headers(
@@ -293,7 +295,8 @@ class _Dialer:
         request_headers = self._request_headers(target, headers, key)
         sock = self._open(target)
         try:
-            self.trace(">", describe_head(f"GET {target.resource} HTTP/1.1", request_headers))
+            if self.debug:
+                self.trace(">", describe_head(f"GET {target.resource} HTTP/1.1", request_headers))
             with self.deadline.step(f"while sending the handshake request to {target.host_header}"):
                 sock.settimeout(self.deadline.left())
                 sock.sendall(handshake.format_request(target.resource, request_headers))
@@ -307,7 +310,8 @@ class _Dialer:
                     max_head=_MAX_HEAD,
                     max_body=MAX_ERROR_BODY,
                 )
-            self.trace("<", describe_head(response.status_line, response.headers))
+            if self.debug:
+                self.trace("<", describe_head(response.status_line, response.headers))
             if response.status != 101:
                 if self.follow_redirects and response.status in _REDIRECT_STATUSES and response.header("Location"):
                     sock.close()
@@ -349,12 +353,14 @@ class _Dialer:
             sock = self.sock
         elif self.unix_socket is not None:
             sock = connect_unix(self.unix_socket, self.deadline)
-            self.trace("", [f"connected to Unix socket {os.fspath(self.unix_socket)}"])
+            if self.debug:
+                self.trace("", [f"connected to Unix socket {os.fspath(self.unix_socket)}"])
         else:
             proxy = choose_proxy(self.proxy, target)
             if proxy is None:
                 sock = connect_tcp(target.host, target.port, self.deadline)
-                self.trace("", [f"connected to {_peer(sock)}"])
+                if self.debug:
+                    self.trace("", [f"connected to {_peer(sock)}"])
             else:
                 sock = open_tunnel(
                     proxy,
@@ -373,7 +379,8 @@ class _Dialer:
         except BaseException:
             sock.close()
             raise
-        self.trace("", [f"TLS with {hostname} established"])
+        if self.debug:
+            self.trace("", [f"TLS with {hostname} established"])
         return sock
 
     def _redirect(
@@ -410,7 +417,8 @@ class _Dialer:
             if self.server_hostname is not None:
                 raise refuse("it leads to another host, but server_hostname= names this one")
             headers = [(name, value) for name, value in headers if name.lower() not in _CREDENTIAL_HEADERS]
-        self.trace("", [f"following the redirect to {new.url}"])
+        if self.debug:
+            self.trace("", [f"following the redirect to {new.url}"])
         return new, headers
 
 
