@@ -42,6 +42,11 @@ class Deadline:
         self._at = None if timeout is None else time.monotonic() + timeout
 
     @property
+    def at(self) -> float | None:
+        """The deadline as a ``time.monotonic()`` value, None if unlimited."""
+        return self._at
+
+    @property
     def unlimited(self) -> bool:
         """True if there is no deadline (``timeout=None``)."""
         return self._at is None
