@@ -361,7 +361,7 @@ def _client(argv: list[str]) -> int:
             timeout=args.timeout,
             compression=Compression() if args.compression else None,
         )
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:  # a bad URL, header or proxy; python-socks missing
         parser.error(str(exc))
     except (HandshakeError, OSError) as exc:
         print(f"Could not connect to {args.url}: {exc}", file=sys.stderr)
