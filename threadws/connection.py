@@ -91,6 +91,7 @@ def connection_name(client: bool) -> str:
     """
     return f"threadws-{'client' if client else 'server'}-{next(_ids)}"
 
+
 #: recv_into buffer: it starts small (it is resident memory for every idle
 #: connection) and doubles while reads fill it, up to the largest, so that a
 #: 1 MiB message takes few calls; after _RECV_SHRINK_AFTER small reads in a

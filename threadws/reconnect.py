@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 from .client import dial
@@ -34,7 +34,7 @@ def reconnecting(
     max_failures: int | None = None,
     stop: threading.Event | None = None,
     **dial_args: Any,
-) -> Iterator[Conn]:
+) -> Generator[Conn, None, None]:
     """Yield a connection to *url*, and a new one each time the last has ended.
 
     Typical use::
@@ -48,7 +48,8 @@ def reconnecting(
 
     Each connection is closed (1000) when the loop body is done with it: when
     the body returns and the loop asks for the next, or when it leaves the loop
-    (``break``, an exception). Between one connection and the next attempt,
+    (``break``, an exception: CPython closes the generator then; if you keep a
+    reference to it, call its ``close()``). Between one connection and the next attempt,
     and after each failed attempt, the loop waits a random time between 0 and
     ``min(backoff_max, backoff_initial * backoff_factor ** n)`` seconds ("full
     jitter", so that many clients of a restarted server do not come back at
@@ -106,7 +107,7 @@ def _connections(
     stop: threading.Event,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     dial_args: dict[str, Any],
-) -> Iterator[Conn]:
+) -> Generator[Conn, None, None]:
     streak = 0  # the n of the backoff
     failures = 0  # dials failed in a row
     at_least = 0.0  # the last refusal's Retry-After
