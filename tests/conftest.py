@@ -50,6 +50,14 @@ def no_thread_leaks() -> Iterator[None]:
         raise AssertionError(f"threads left running: {extra}") from None
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients connect directly, whatever proxy the machine's environment names (tests set their own)."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bool = True, rsv: int = 0) -> bytes:
     """Build one raw frame, for feeding threadws bytes a well-behaved peer would never send."""
     head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])

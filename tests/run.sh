@@ -24,13 +24,18 @@ fi
     -c tests/constraints.txt -e '.[test,docs]'
 
 # Real peers for the interop tests: Node.js (for the `ws` package, which the
-# tests install with npm ci) and headless Chromium, both from Debian's packages.
+# tests install with npm ci), headless Chromium and tinyproxy, all from Debian's
+# packages (pproxy, the SOCKS5 proxy, comes from PyPI with the test extra).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 bash tests/peers/install_browser.sh
 # nginx for the deployment tests (tests/test_deploy_nginx.py), from Debian's package.
 bash tests/peers/install_nginx.sh
+# An HTTP CONNECT proxy for the proxy interop tests (the binary only: no service).
+if ! command -v tinyproxy >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq tinyproxy-bin >/dev/null
+fi
 
 echo "== pytest on Python $version"
 exec "$venv/bin/python" -m pytest "$@"

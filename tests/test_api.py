@@ -19,11 +19,13 @@ def test_all_is_pinned():
         "MessageType",
         "MessageWriter",
         "PreparedMessage",
+        "ProxyError",
         "Server",
         "Upgrader",
         "dial",
         "is_close_error",
         "is_unexpected_close_error",
+        "reconnecting",
         "serve",
     ]
     for name in threadws.__all__:

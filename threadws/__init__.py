@@ -1,8 +1,10 @@
 """threadws: WebSockets for threaded Python, the way gorilla/websocket does them in Go.
 
 A server upgrades an HTTP request (:class:`Upgrader`, or :func:`serve` for a
-ready-made threaded server); a client calls :func:`dial`. Both give a
-:class:`Conn`.
+ready-made threaded server); a client calls :func:`dial` (or loops over
+:func:`reconnecting` to stay connected). Both give a :class:`Conn`.
+``python -m threadws URL`` is an interactive client, ``python -m threadws
+serve`` a server to try it with.
 
 Concurrency contract: each connection runs one reader thread and one writer
 thread of its own, so any number of application threads may write at once
@@ -12,6 +14,7 @@ closing handshake are answered by the reader thread without the application's
 help, and every blocking call takes a timeout.
 """
 
+from ._version import __version__
 from .client import dial
 from .compression import Compression
 from .connection import Conn
@@ -21,11 +24,13 @@ from .exceptions import (
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    ProxyError,
     is_close_error,
     is_unexpected_close_error,
 )
 from .hub import Hub
 from .prepared import PreparedMessage
+from .reconnect import reconnecting
 from .server import Server, Upgrader, serve
 from .streams import MessageReader, MessageWriter
 
@@ -42,12 +47,12 @@ __all__ = [
     "MessageType",
     "MessageWriter",
     "PreparedMessage",
+    "ProxyError",
     "Server",
     "Upgrader",
     "dial",
     "is_close_error",
     "is_unexpected_close_error",
+    "reconnecting",
     "serve",
 ]
-
-__version__ = "0.1.0"

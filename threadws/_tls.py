@@ -209,7 +209,7 @@ class TLSSocket:
 
     @classmethod
     def client(
-        cls, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | None, deadline: float
+        cls, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | None, deadline: float | None
     ) -> TLSSocket:
         """Run the client's TLS handshake on *sock* (connected) before *deadline*."""
         tls_sock = cls(sock, TLS(context, server_side=False, server_hostname=server_hostname))
@@ -223,8 +223,8 @@ class TLSSocket:
         tls_sock.handshake(deadline)
         return tls_sock
 
-    def handshake(self, deadline: float) -> None:
-        """The TLS handshake, bounded by *deadline* (a ``time.monotonic()`` value).
+    def handshake(self, deadline: float | None) -> None:
+        """The TLS handshake, bounded by *deadline* (a ``time.monotonic()`` value; None: no bound).
 
         Raises:
             TimeoutError: not complete by the deadline.

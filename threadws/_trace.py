@@ -1,12 +1,15 @@
 """How a frame or a message is described in the DEBUG log, for people watching the wire.
 
-A line reads ``> TEXT 'hello' [5 bytes]`` (``>`` sent, ``<`` received); binary
+A frame reads ``> TEXT 'hello' [5 bytes]`` (``>`` sent, ``<`` received); binary
 payloads show their first bytes in hex, long payloads are cut short, and a
-message that moves in parts says which part a line is.
+message that moves in parts says which part a line is. An opening handshake
+reads as its HTTP heads, one line per header (``> GET /chat HTTP/1.1``,
+``> Host: example.com``, ``< HTTP/1.1 101 Switching Protocols``, ...).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .exceptions import Close
@@ -31,3 +34,25 @@ def describe(kind: str, data: Any, size: int, part: str = "") -> str:
 def describe_close(code: int, reason: str) -> str:
     """``CLOSE 1000 (NORMAL_CLOSURE) bye``."""
     return f"CLOSE {Close(code, reason)}"
+
+
+#: Headers whose values are credentials: a trace shows at most their scheme.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+def describe_head(start_line: str, headers: Iterable[tuple[str, str]]) -> list[str]:
+    """The lines that trace an HTTP head: *start_line*, then ``Name: value`` for each header.
+
+    Credentials are hidden (``Authorization: Basic [hidden]``) so that a DEBUG
+    log can be shared.
+    """
+    lines = [start_line]
+    for name, value in headers:
+        if name.lower() in _SECRET_HEADERS:
+            scheme, space, _ = value.partition(" ")
+            shown = "[hidden]"
+            if space and name.lower().endswith("authorization"):
+                shown = f"{scheme} [hidden]"
+            value = shown
+        lines.append(f"{name}: {value}")
+    return lines

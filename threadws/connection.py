@@ -71,6 +71,16 @@ Address = Any
 _monotonic = time.monotonic
 _ids = itertools.count(1)
 
+
+def connection_name(client: bool) -> str:
+    """A new connection name, ``threadws-client-7`` (the number is unique in the process).
+
+    :func:`threadws.dial` takes one before the connection exists, to log its
+    handshake under the same name (see ``Conn(name=...)``).
+    """
+    return f"threadws-{'client' if client else 'server'}-{next(_ids)}"
+
+
 #: A message count bound next to the byte bounds, so tiny messages can't pile up.
 _MAX_QUEUED_MESSAGES = 4096
 
@@ -108,6 +118,7 @@ class Conn:
         extensions: Sequence[Extension] = (),
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         tls: TLS | None = None,
+        name: str | None = None,
     ) -> None:
         settings = settings or Settings()
         if isinstance(sock, ssl.SSLSocket):
@@ -135,7 +146,8 @@ class Conn:
         """The handshake response's headers."""
         self.local_address: Address = _address(sock.getsockname)
         self.remote_address: Address = _address(sock.getpeername)
-        self.name = f"threadws-{'client' if client else 'server'}-{next(_ids)}"
+        self.name = name or connection_name(client)
+        """Names the connection in log lines and its threads (``threadws-client-7``)."""
         self._close_timeout = settings.close_timeout
 
         self._end = Ending()

@@ -7,6 +7,7 @@
     │   ├── ConnectionClosedOK      both sides exchanged close frames with 1000, 1001 or 1005
     │   └── ConnectionClosedError   anything else: an error code, a lost connection, a timeout
     └── HandshakeError              the opening handshake failed (an HTTP status says why)
+        └── ProxyError              the proxy would not open a tunnel to the server
 
 Timeouts that leave the connection usable (``read_message(timeout=...)``, a full
 send queue) raise the builtin :class:`TimeoutError`. Misuse raises
@@ -25,6 +26,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "HandshakeError",
+    "ProxyError",
     "is_close_error",
     "is_unexpected_close_error",
 ]
@@ -139,6 +141,15 @@ class HandshakeError(Exception):
         self.status = status
         self.headers: list[tuple[str, str]] = headers or []
         self.body = body
+
+
+class ProxyError(HandshakeError):
+    """The proxy refused to open a tunnel to the server, so no handshake took place.
+
+    For an HTTP proxy, *status*, *headers* and *body* are its answer to
+    ``CONNECT`` (407: the proxy wants credentials); for a SOCKS proxy
+    *status* is 0 and the message says what the proxy replied.
+    """
 
 
 def is_close_error(exc: BaseException | None, *codes: int) -> bool:

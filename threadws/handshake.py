@@ -14,11 +14,13 @@ import email.message
 import http
 import http.client
 import io
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Union
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from wsproto.utilities import generate_accept_token
 
@@ -31,15 +33,20 @@ __all__ = [
     "HeaderSource",
     "OriginCheck",
     "Target",
+    "as_subprotocols",
+    "basic_auth",
     "build_error_response",
     "build_request",
     "build_response",
     "check_compression",
     "check_request",
+    "check_header",
     "check_response",
+    "format_request",
     "new_key",
     "parse_head",
     "parse_url",
+    "request_headers",
 ]
 
 #: The only protocol version RFC 6455 defines (section 4.1).
@@ -240,34 +247,122 @@ def build_error_response(error: HandshakeError) -> bytes:
 # --- client side ---------------------------------------------------------
 
 
+#: Request headers the handshake writes itself, and what to do instead.
+_OWN_HEADERS = {
+    "upgrade": "the handshake always sends 'websocket'",
+    "connection": "the handshake always sends 'Upgrade'",
+    "sec-websocket-key": "the handshake makes a fresh key",
+    "sec-websocket-version": "the handshake always sends 13",
+    "sec-websocket-protocol": "pass subprotocols= instead",
+    "sec-websocket-extensions": "pass compression= instead",
+    "sec-websocket-accept": "it is a response header",
+}
+#: Headers the caller may give once in ``headers=``, replacing the default.
+_REPLACEABLE = ("host", "origin", "user-agent", "authorization")
+#: A header name or a subprotocol: an RFC 9110 token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Left as they are in a request target: printable ASCII except space and the
+#: characters a browser escapes in a path (``"<>`{}``), and ``%`` so that escapes
+#: already in the URL stay as they are. Everything else is percent-encoded as UTF-8.
+_TARGET_SAFE = "!#$%&'()*+,/:;=?@[\\]^|"
+#: A host name as RFC 3986's reg-name allows it, once IDNA-encoded.
+_REG_NAME = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+")
+
+
 @dataclass(frozen=True)
 class Target:
-    """Where a ``ws://`` or ``wss://`` URL points."""
+    """Where a ``ws://`` or ``wss://`` URL points, ready for the wire.
+
+    *host* is ASCII (IDNA-encoded if the URL's was not), *resource* is the
+    request target with everything but printable ASCII percent-encoded, and
+    *username* and *password* are the URL's credentials, percent-decoded
+    (None if it has none).
+    """
 
     secure: bool
     host: str
     port: int
     resource: str
     host_header: str
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The URL as sent, without credentials (for messages and logs)."""
+        return f"{'wss' if self.secure else 'ws'}://{self.host_header}{self.resource}"
+
+    def same_origin(self, other: Target) -> bool:
+        """True if *other* has the same scheme, host and port (credentials may follow a redirect there)."""
+        return (self.secure, self.host.lower(), self.port) == (other.secure, other.host.lower(), other.port)
+
+
+def _ascii_host(host: str, url: str) -> str:
+    if ":" in host:  # an IPv6 literal (urlsplit took the brackets off)
+        try:
+            ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address in WebSocket URL: {url!r}") from None
+        return host
+    if not host.isascii():
+        # An internationalized name goes on the wire (DNS, Host, TLS) as IDNA.
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"invalid host name in WebSocket URL: {url!r}") from None
+    if not _REG_NAME.fullmatch(host):
+        raise ValueError(f"invalid host name in WebSocket URL: {url!r}")
+    return host
 
 
 def parse_url(url: str) -> Target:
-    """Split a WebSocket URL (RFC 6455 section 3). Raises ValueError if it is not one."""
-    parts = urlsplit(url)
+    """Split a WebSocket URL (RFC 6455 section 3) into what the handshake needs.
+
+    Non-ASCII in the host is IDNA-encoded, and the path and query are
+    percent-encoded where needed (as UTF-8), as browsers and ``websockets`` do.
+
+    Raises:
+        ValueError: not a ``ws://`` or ``wss://`` URL, or no host, a bad port,
+            a fragment, or a host name that cannot be encoded.
+        TypeError: *url* is not a str.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"the URL must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid WebSocket URL {url!r}: {exc}") from None
     if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
     if parts.fragment:
         raise ValueError(f"a WebSocket URL cannot have a fragment: {url!r}")
     if not parts.hostname:
         raise ValueError(f"no host in WebSocket URL: {url!r}")
+    if port == 0:
+        raise ValueError(f"port 0 in WebSocket URL: {url!r}")
     secure = parts.scheme == "wss"
     default_port = 443 if secure else 80
-    port = parts.port or default_port
-    host = parts.hostname
+    port = port or default_port
+    host = _ascii_host(parts.hostname, url)
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == default_port else f"{shown}:{port}"
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(secure, host, port, resource, host_header)
+    resource = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_TARGET_SAFE)
+    username = password = None
+    if parts.username or parts.password:
+        username = unquote(parts.username or "")
+        password = unquote(parts.password or "")
+    return Target(secure, host, port, resource, host_header, username, password)
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An ``Authorization`` (or ``Proxy-Authorization``) value for Basic auth (RFC 7617, UTF-8).
+
+    Raises ValueError if *username* contains a colon (Basic auth cannot carry it).
+    """
+    if ":" in username:
+        raise ValueError("a Basic auth user name cannot contain ':'")
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 def new_key() -> str:
@@ -275,18 +370,73 @@ def new_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-def build_request(
+def check_header(name: str, value: str) -> None:
+    """Raise ValueError unless *name* is a token and *value* can be sent as a header value."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"header names and values must be str: {name!r}: {value!r}")
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid header name: {name!r}")
+    # No control characters but tab: a CR or LF would let a value inject headers.
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
+        raise ValueError(f"invalid character in the value of header {name}: {value!r}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"header {name} has characters that HTTP cannot carry: {value!r}") from None
+
+
+def as_subprotocols(subprotocols: str | Iterable[str]) -> list[str]:
+    """The subprotocols as a list (one str is one subprotocol, not its letters).
+
+    Raises ValueError if one is not a token (RFC 6455 section 4.1).
+    """
+    items = [subprotocols] if isinstance(subprotocols, str) else list(subprotocols)
+    for item in items:
+        if not isinstance(item, str) or not _TOKEN.fullmatch(item):
+            raise ValueError(f"invalid subprotocol (must be an HTTP token): {item!r}")
+    return items
+
+
+def request_headers(
     target: Target,
     key: str,
     *,
     headers: Iterable[tuple[str, str]] = (),
-    subprotocols: Sequence[str] = (),
+    subprotocols: str | Sequence[str] = (),
     origin: str | None = None,
     compression: Compression | None = None,
-) -> bytes:
-    """The HTTP/1.1 upgrade request for *target* (offering permessage-deflate if *compression*)."""
+    user_agent: str | None = None,
+) -> list[tuple[str, str]]:
+    """The upgrade request's headers, in order: the handshake's own, then the caller's.
+
+    ``Host`` comes from the URL, ``Authorization`` from its credentials (Basic
+    auth), ``Origin`` from *origin* and ``User-Agent`` from *user_agent*; one
+    of these in *headers* replaces that default instead of repeating it.
+
+    Raises:
+        ValueError: *headers* names a header the handshake writes itself
+            (``Upgrade``, ``Connection``, ``Sec-WebSocket-*``), repeats one of
+            the four above or gives ``Origin`` as well as *origin*; a name or a
+            value cannot be sent; a subprotocol is not a token.
+    """
+    extra: list[tuple[str, str]] = []
+    replaced: dict[str, tuple[str, str]] = {}
+    for name, value in headers:
+        check_header(name, value)
+        lower = name.lower()
+        if lower in _OWN_HEADERS:
+            raise ValueError(f"{name} cannot be given in headers: {_OWN_HEADERS[lower]}")
+        if lower in _REPLACEABLE:
+            if lower in replaced:
+                raise ValueError(f"{name} given twice in headers")
+            replaced[lower] = (name, value)
+        else:
+            extra.append((name, value))
+    if origin is not None and "origin" in replaced:
+        raise ValueError("Origin given both as origin= and in headers")
+    offered = as_subprotocols(subprotocols)
     lines = [
-        ("Host", target.host_header),
+        replaced.get("host", ("Host", target.host_header)),
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Key", key),
@@ -294,12 +444,46 @@ def build_request(
     ]
     if origin is not None:
         lines.append(("Origin", origin))
-    if subprotocols:
-        lines.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    elif "origin" in replaced:
+        lines.append(replaced["origin"])
+    if offered:
+        lines.append(("Sec-WebSocket-Protocol", ", ".join(offered)))
     if compression is not None:
         lines.append(("Sec-WebSocket-Extensions", _compression.build_offer(compression)))
-    lines.extend(headers)
-    return f"GET {target.resource} HTTP/1.1\r\n{_format_headers(lines)}\r\n".encode("latin-1")
+    if "user-agent" in replaced:
+        lines.append(replaced["user-agent"])
+    elif user_agent is not None:
+        lines.append(("User-Agent", user_agent))
+    if "authorization" in replaced:
+        lines.append(replaced["authorization"])
+    elif target.username is not None:
+        lines.append(("Authorization", basic_auth(target.username, target.password or "")))
+    for name, value in lines:
+        check_header(name, value)
+    return lines + extra
+
+
+def format_request(resource: str, headers: Iterable[tuple[str, str]], method: str = "GET") -> bytes:
+    """An HTTP/1.1 request head (no body) with *headers*, already checked by :func:`check_header`."""
+    return f"{method} {resource} HTTP/1.1\r\n{_format_headers(headers)}\r\n".encode("latin-1")
+
+
+def build_request(
+    target: Target,
+    key: str,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+    subprotocols: str | Sequence[str] = (),
+    origin: str | None = None,
+    compression: Compression | None = None,
+    user_agent: str | None = None,
+) -> bytes:
+    """The HTTP/1.1 upgrade request for *target*; see :func:`request_headers` for the headers and errors."""
+    lines = request_headers(
+        target, key, headers=headers, subprotocols=subprotocols, origin=origin, compression=compression,
+        user_agent=user_agent,
+    )
+    return format_request(target.resource, lines)
 
 
 def parse_head(head: bytes) -> tuple[str, int, str, http.client.HTTPMessage]:
