@@ -19,6 +19,7 @@ def test_all_is_pinned():
         "MessageType",
         "MessageWriter",
         "PreparedMessage",
+        "RedisBackplane",
         "Server",
         "Upgrader",
         "dial",

@@ -12,6 +12,7 @@ closing handshake are answered by the reader thread without the application's
 help, and every blocking call takes a timeout.
 """
 
+from .backplane import RedisBackplane
 from .client import dial
 from .compression import Compression
 from .connection import Conn
@@ -42,6 +43,7 @@ __all__ = [
     "MessageType",
     "MessageWriter",
     "PreparedMessage",
+    "RedisBackplane",
     "Server",
     "Upgrader",
     "dial",
