@@ -138,6 +138,18 @@ def test_a_process_does_not_get_its_own_broadcasts_back_from_redis(redis_server:
         assert read_until(alice, {"fence"}) == [f"a{k}" for k in range(20)] + ["fence"]
 
 
+def test_url_options_do_not_change_what_the_backplane_speaks(redis_server: RedisServer) -> None:
+    name = room()
+    odd = redis_server.url + "?protocol=3&decode_responses=True&socket_timeout=60"
+    with node(odd, name) as a, node(redis_server.url, name) as b:
+        wait_processes(a.hub, 2)
+        alice, bob = a.dial(), b.dial()
+        alice.send("from a")
+        assert bob.recv(timeout=5) == "from a"
+        bob.send(b"from b")
+        assert read_until(alice, {b"from b"}) == ["from a", b"from b"]
+
+
 def test_count_processes_counts_processes_and_len_counts_local_connections(redis_server: RedisServer) -> None:
     name = room()
     with node(redis_server.url, name) as a, node(redis_server.url, name) as b:

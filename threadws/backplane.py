@@ -68,6 +68,7 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -293,17 +294,24 @@ class RedisBackplane(Backplane):
         self._response_error = redis.ResponseError
         if timeout <= 0 or max_pending <= 0 or max_message_size <= 0:
             raise ValueError("timeout, max_pending and max_message_size must be positive")
-        # RESP2, so that pub/sub messages come back as plain replies on every redis-py
-        # version; no retries inside redis-py (a resent PUBLISH could arrive twice).
-        self._pool = redis.ConnectionPool.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2,
+        # The pool only parses the URL; the connections are made here, with these settings
+        # whatever the URL's query says: RESP2, so that pub/sub messages come back as plain
+        # replies (bytes) on every redis-py version, and no retries inside redis-py (a
+        # resent PUBLISH could arrive twice).
+        forced = dict(
+            socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2, decode_responses=False,
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         )
+        parts = urllib.parse.urlsplit(url)
+        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k not in forced]
+        pool = redis.ConnectionPool.from_url(parts._replace(query=urllib.parse.urlencode(query)).geturl(), **forced)
+        self._connection_class = pool.connection_class
+        self._connection_kwargs = pool.connection_kwargs
         self.timeout = timeout
         self.max_pending = max_pending
         self.max_message_size = max_message_size
         self._prefix = prefix.encode()
-        self._where = _describe(self._pool.connection_kwargs)
+        self._where = _describe(self._connection_kwargs)
         self._health = _Health(self._where)
         self._lock = threading.Lock()
         self._routes: dict[bytes, _Route] = {}
@@ -401,8 +409,8 @@ class RedisBackplane(Backplane):
     # --- threads -----------------------------------------------------------
 
     def _connection(self) -> Any:
-        """A new redis-py connection, not yet connected (the pool only holds the settings)."""
-        return self._pool.connection_class(**self._pool.connection_kwargs)
+        """A new redis-py connection, not yet connected."""
+        return self._connection_class(**self._connection_kwargs)
 
     def _start(self) -> _Link:
         """A new link and its threads (the caller holds the lock)."""
@@ -472,13 +480,14 @@ class RedisBackplane(Backplane):
                 if (stopping and retry_at) or time.monotonic() < retry_at:
                     self._report(batch)  # Redis is away: local delivery only
                     continue
-                conn = self._connection()
                 try:
+                    conn = self._connection()
                     conn.connect()
-                except self._errors as exc:
-                    conn.disconnect()
+                except Exception as exc:
+                    if conn is not None:
+                        conn.disconnect()
                     conn = None
-                    self._health.down("publisher", exc)
+                    self._failed("publisher", exc)
                     retry_at = time.monotonic() + backoff.next()
                     self._report(batch)
                     continue
@@ -490,7 +499,7 @@ class RedisBackplane(Backplane):
                 # What was written may have been published: it is never sent again.
                 conn.disconnect()
                 conn = None
-                self._health.down("publisher", broken.cause)
+                self._failed("publisher", broken.cause)
                 retry_at = time.monotonic() + backoff.next()
                 self._report(broken.unsent)
                 continue
@@ -527,20 +536,27 @@ class RedisBackplane(Backplane):
                         logger.warning("%s: Redis refused a PUBLISH: %s", self._where, exc)
                         self._report(batch[read - first : read - first + 1])
             read = len(commands)
-        except self._errors as exc:
+        except Exception as exc:
             raise _Broken(exc, batch[max(0, read - first) :]) from exc
+
+    def _failed(self, part: str, exc: BaseException) -> None:
+        if not isinstance(exc, self._errors):  # not Redis or the network: a bug, say where
+            logger.error("%s: the backplane's %s failed", self._where, part, exc_info=exc)
+        self._health.down(part, exc)
 
     def _subscriber(self, link: _Link) -> None:
         backoff = _Backoff()
         while not link.stop.is_set():
-            conn = self._connection()
+            conn = None
             try:
+                conn = self._connection()
                 conn.connect()
                 self._listen(link, conn, backoff)
-            except self._errors as exc:
-                self._health.down("subscriber", exc)
+            except Exception as exc:  # whatever it is, the subscriber carries on
+                self._failed("subscriber", exc)
             finally:
-                conn.disconnect()  # Redis forgets the subscriptions with the connection
+                if conn is not None:
+                    conn.disconnect()  # Redis forgets the subscriptions with the connection
             if link.stop.wait(backoff.next()):
                 break
             # A fresh connection subscribes to every channel there is then.
