@@ -101,24 +101,24 @@ class Backplane(abc.ABC):
     """
 
     @abc.abstractmethod
-    def attach(self, channel: str, deliver: Deliver, unpublished: Deliver) -> None:
-        """Start carrying *channel*: call ``deliver(message)`` with each message
-        other processes publish on it, and ``unpublished(message)`` with each of
-        this process's messages that did not reach them. Raises ValueError if
-        *channel* is already attached."""
+    def attach(self, name: str, deliver: Deliver, unpublished: Deliver) -> None:
+        """Start carrying the hub called *name*: call ``deliver(message)`` with each
+        message other processes publish for it, and ``unpublished(message)`` with
+        each of this process's messages that did not reach them. Raises ValueError
+        if a hub of that name is attached already."""
 
     @abc.abstractmethod
-    def detach(self, channel: str) -> None:
-        """Stop carrying *channel* (nothing happens if it isn't attached)."""
+    def detach(self, name: str) -> None:
+        """Stop carrying the hub called *name* (nothing happens if it isn't attached)."""
 
     @abc.abstractmethod
-    def publish(self, channel: str, message: PreparedMessage) -> bool:
-        """Send *message* to the other processes on *channel*; never blocks.
-        False if it can't be sent at all (then the caller reports it)."""
+    def publish(self, name: str, message: PreparedMessage) -> bool:
+        """Send *message* to the hubs called *name* on the other processes; never
+        blocks. False if it can't be sent at all (then the caller reports it)."""
 
     @abc.abstractmethod
-    def count_processes(self, channel: str) -> int:
-        """How many processes are attached to *channel* right now, this one included."""
+    def count_processes(self, name: str) -> int:
+        """How many processes have the hub called *name* attached, this one included."""
 
 
 def _import_redis() -> Any:
@@ -327,22 +327,25 @@ class RedisBackplane(Backplane):
 
     # --- what a Hub calls --------------------------------------------------
 
-    def attach(self, channel: str, deliver: Deliver, unpublished: Deliver) -> None:
-        if not isinstance(channel, str) or not channel:
+    def attach(self, name: str, deliver: Deliver, unpublished: Deliver) -> None:
+        """See :meth:`Backplane.attach`; starts the threads with the first hub."""
+        if not isinstance(name, str) or not name:
             raise ValueError("a hub on a backplane needs a name (a non-empty str): it names the Redis channel")
-        key = self.channel(channel)
+        key = self.channel(name)
         with self._lock:
             if key in self._routes:
-                raise ValueError(f"a hub named {channel!r} is already open on this backplane")
-            self._routes[key] = _Route(channel, deliver, unpublished)
+                raise ValueError(f"a hub named {name!r} is already open on this backplane")
+            self._routes[key] = _Route(name, deliver, unpublished)
             link = self._link
             if link is None:
                 self._link = link = self._start()
         self._resubscribe(link)
 
-    def detach(self, channel: str) -> None:
+    def detach(self, name: str) -> None:
+        """See :meth:`Backplane.detach`; with the last hub, ends the threads and waits for
+        them (at most ``3 * timeout + 1`` seconds)."""
         with self._lock:
-            if self._routes.pop(self.channel(channel), None) is None:
+            if self._routes.pop(self.channel(name), None) is None:
                 return
             link, last = self._link, not self._routes
             if last:
@@ -363,7 +366,9 @@ class RedisBackplane(Backplane):
                 if thread.is_alive():
                     logger.warning("%s did not end within %.0f s", thread.name, 3 * self.timeout + 1)
 
-    def publish(self, channel: str, message: PreparedMessage) -> bool:
+    def publish(self, name: str, message: PreparedMessage) -> bool:
+        """See :meth:`Backplane.publish`: puts *message* in the outbox; False when it is
+        over *max_message_size*, the outbox is full or no hub is attached."""
         data = message.data.encode() if isinstance(message.data, str) else message.data
         if len(data) > self.max_message_size:
             logger.warning("%s: a %d-byte broadcast is over max_message_size (%d): not published",
@@ -378,15 +383,15 @@ class RedisBackplane(Backplane):
             if link.stopping or link.pending + len(payload) > self.max_pending:
                 full = not link.stopping
             else:
-                link.outbox.append(_Outgoing(self.channel(channel), payload, message))
+                link.outbox.append(_Outgoing(self.channel(name), payload, message))
                 link.pending += len(payload)
                 link.cond.notify()
                 return True
         self._health.unpublished(1, overflow=full)
         return False
 
-    def count_processes(self, channel: str) -> int:
-        """How many processes are subscribed to the hub called *channel*, this one included.
+    def count_processes(self, name: str) -> int:
+        """How many processes are subscribed to the hub called *name*, this one included.
 
         It is Redis's ``PUBSUB NUMSUB``: one per backplane, however many
         connections each process has (``len(hub)`` counts this process's).
@@ -398,7 +403,7 @@ class RedisBackplane(Backplane):
         conn = self._connection()
         try:
             conn.connect()
-            conn.send_command("PUBSUB", "NUMSUB", self.channel(channel))
+            conn.send_command("PUBSUB", "NUMSUB", self.channel(name))
             reply = conn.read_response()
         except self._errors as exc:
             raise ConnectionError(f"Redis at {self._where}: {type(exc).__name__}: {exc}") from exc
