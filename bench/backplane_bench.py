@@ -13,7 +13,10 @@ process started fresh for every run:
 * **N processes + Redis**: the subscribers spread evenly over N processes,
   each with a Hub on a RedisBackplane (one redis-server, started here on a
   free loopback port); the publisher's process reaches its own subscribers
-  directly and the others through Redis.
+  directly and the others through Redis;
+* **one process + Redis**, for reference: the first set-up with its Hub on
+  the backplane (every broadcast published, and skipped when it comes back),
+  which shows what the backplane itself costs a process.
 
 The load is bench/loadgen/fanout.js (Node ``ws``): at most --window messages
 under way, a message being done when every subscriber has it, so no queue
@@ -177,9 +180,10 @@ def run(cfg: dict, log=lambda *a: print(*a, file=sys.stderr, flush=True)) -> dic
     raise_fd_limit()
     redis = Redis()
     try:
-        runs: dict[str, list[dict]] = {"one": [], "backplane": []}
+        runs: dict[str, list[dict]] = {"one": [], "backplane": [], "one_backplane": []}
         for i in range(cfg["repeats"]):
-            for name, processes, via in (("one", 1, None), ("backplane", cfg["processes"], redis)):
+            for name, processes, via in (("one", 1, None), ("backplane", cfg["processes"], redis),
+                                         ("one_backplane", 1, redis)):
                 try:
                     runs[name].append(one_run(processes, via, cfg))
                     log(f"  {name} run {i + 1}: {_brief(runs[name][-1])}")
@@ -214,7 +218,8 @@ def markdown(out: dict) -> list[str]:
     ]
     base = out["one"].get("deliveries_per_s")
     for name, label in (("one", "one process, no backplane"),
-                        ("backplane", f"{cfg['processes']} processes + Redis backplane")):  # fmt: skip
+                        ("backplane", f"{cfg['processes']} processes + Redis backplane"),
+                        ("one_backplane", "one process + Redis backplane (reference)")):  # fmt: skip
         r = out[name]
         if "error" in r:
             lines.append(f"| {label} | error: {r['error'][:100]} |" + " |" * 6)
