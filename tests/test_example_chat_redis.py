@@ -88,11 +88,11 @@ def subscribers(redis_url: str) -> int:
         client.close()
 
 
-def read_until(conn: threadws.Conn, last: set[str]) -> list[str]:
+def read_until(conn: threadws.Conn, last: set[str], timeout: float = 15) -> list[str]:
     got: list[str] = []
     missing = set(last)
     while missing:
-        message = conn.recv(timeout=15)
+        message = conn.recv(timeout=timeout)
         assert isinstance(message, str)
         got.append(message)
         missing.discard(message)
@@ -187,3 +187,39 @@ def test_browsers_on_two_processes_chat(redis_server: RedisServer, tmp_path: Pat
         say(second, "and from process two ✓")
         for window in (first, second):
             assert lines(window, 2) == ["hello from process one", "and from process two ✓"]
+
+
+def test_redis_restarting_under_two_chat_processes(private_redis: RedisServer, tmp_path: Path) -> None:
+    url = private_redis.url
+    with ExitStack() as stack:
+        one, two = (stack.enter_context(run_example(CHAT, ["--redis", url], tmp_path / f"chat{i}.log"))
+                    for i in range(2))  # fmt: skip
+        wait_until(lambda: subscribers(url) == 2, timeout=30)
+        alice, anne = (threadws.dial(one.ws_url("/ws"), ping_interval=None) for _ in range(2))
+        bob = threadws.dial(two.ws_url("/ws"), ping_interval=None)
+        for j, conn in enumerate((alice, anne, bob)):  # in the room once their own words come back
+            conn.send(f"join {j}")
+            while conn.recv(timeout=15) != f"join {j}":
+                pass
+        alice.send("before")
+        assert read_until(bob, {"before"})[-1] == "before"
+
+        private_redis.kill()
+        alice.send("while Redis is away")  # this process's room goes on
+        assert read_until(anne, {"while Redis is away"})[-1] == "while Redis is away"
+        private_redis.start()
+        wait_until(lambda: subscribers(url) == 2, timeout=30)  # both processes are back on Redis
+
+        def crossed() -> bool:  # the first broadcast or two may still find the old connection
+            bob.send("probe")
+            try:
+                return "probe" in read_until(alice, {"probe"}, timeout=0.5)
+            except TimeoutError:
+                return False
+
+        wait_until(crossed, timeout=30)
+        bob.send("after")
+        assert read_until(alice, {"after"})[-1] == "after"
+        assert "while Redis is away" not in read_until(bob, {"after"})  # lost, as documented
+        for conn in (alice, anne, bob):
+            conn.close()
