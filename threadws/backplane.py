@@ -302,9 +302,11 @@ class RedisBackplane(Backplane):
             socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2, decode_responses=False,
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         )
-        parts = urllib.parse.urlsplit(url)
-        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k not in forced]
-        pool = redis.ConnectionPool.from_url(parts._replace(query=urllib.parse.urlencode(query)).geturl(), **forced)
+        scheme, netloc, path, query, fragment = urllib.parse.urlsplit(url)
+        query = urllib.parse.urlencode(
+            [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True) if k not in forced]
+        )
+        pool = redis.ConnectionPool.from_url(urllib.parse.urlunsplit((scheme, netloc, path, query, fragment)), **forced)
         self._connection_class = pool.connection_class
         self._connection_kwargs = pool.connection_kwargs
         self.timeout = timeout
