@@ -31,7 +31,7 @@ WORKERS = 3
 
 
 @contextmanager
-def gunicorn_chat(redis_url: str, log: Path) -> Iterator[tuple[int, list[int]]]:
+def gunicorn_chat(redis_url: str, log: Path, *extra: str) -> Iterator[tuple[int, list[int]]]:
     """The Flask chat under gunicorn, WORKERS gthread workers; yields (port, worker pids)."""
     pytest.importorskip("gunicorn")
     app = f'examples.flask_chat.app:create_app(redis="{redis_url}")'
@@ -39,7 +39,7 @@ def gunicorn_chat(redis_url: str, log: Path) -> Iterator[tuple[int, list[int]]]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(WORKERS),
              "--threads", "64", "--bind", "127.0.0.1:0", "--no-control-socket", "--config", "/dev/null",
-             "--graceful-timeout", "1", app],
+             "--graceful-timeout", "1", *extra, app],
             cwd=ROOT, env=example_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
             start_new_session=True,  # its own process group: killing it takes the workers too
         )  # fmt: skip
@@ -99,12 +99,18 @@ def read_until(conn: threadws.Conn, last: set[str], timeout: float = 15) -> list
     return got
 
 
-def test_one_room_across_gunicorn_workers_and_serve_processes(redis_server: RedisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [False, True], ids=["", "preload"])
+def test_one_room_across_gunicorn_workers_and_serve_processes(
+    redis_server: RedisServer, tmp_path: Path, preload: bool
+) -> None:
     url, per_sender = redis_server.url, 20
     with ExitStack() as stack:
-        port, workers = stack.enter_context(gunicorn_chat(url, tmp_path / "gunicorn.log"))
+        # With --preload the app (and its hub) is made in gunicorn's master, which then forks the
+        # workers: each starts a backplane of its own, and the master stays subscribed too.
+        extra = ["--preload"] if preload else []
+        port, workers = stack.enter_context(gunicorn_chat(url, tmp_path / "gunicorn.log", *extra))
         chats = [stack.enter_context(run_example(CHAT, ["--redis", url], tmp_path / f"chat{i}.log")) for i in range(2)]
-        wait_until(lambda: subscribers(url) == WORKERS + 2, timeout=30)
+        wait_until(lambda: subscribers(url) == WORKERS + 2 + preload, timeout=30)
 
         # Clients on every gunicorn worker. The kernel hands each connection to whichever worker
         # accepts first, and an idle worker tends to win every time: connect a few at once, in
