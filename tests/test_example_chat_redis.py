@@ -110,7 +110,12 @@ def test_one_room_across_gunicorn_workers_and_serve_processes(
         extra = ["--preload"] if preload else []
         port, workers = stack.enter_context(gunicorn_chat(url, tmp_path / "gunicorn.log", *extra))
         chats = [stack.enter_context(run_example(CHAT, ["--redis", url], tmp_path / f"chat{i}.log")) for i in range(2)]
-        wait_until(lambda: subscribers(url) == WORKERS + 2 + preload, timeout=30)
+        expected = WORKERS + 2 + preload
+        try:
+            wait_until(lambda: subscribers(url) == expected, timeout=30)
+        except AssertionError:
+            raise AssertionError(f"{subscribers(url)} subscribers, not {expected}; gunicorn said:\n"
+                                 + (tmp_path / "gunicorn.log").read_text(errors="replace")) from None
 
         # Clients on every gunicorn worker. The kernel hands each connection to whichever worker
         # accepts first, and an idle worker tends to win every time: connect a few at once, in

@@ -63,6 +63,7 @@ this module decides what is retried.
 from __future__ import annotations
 
 import abc
+import encodings.idna  # noqa: F401  (see below)
 import logging
 import os
 import random
@@ -243,6 +244,12 @@ class _Link:
         self.routes_changed = True
         self.threads: list[threading.Thread] = []
 
+
+# The backplane's threads connect (getaddrinfo encodes the host name with the idna
+# codec) while other threads may be importing, above all in a process just forked by
+# gunicorn --preload. A codec looked up then can fail with "unknown encoding: idna",
+# and the encodings package remembers the failure for good: the codec is imported with
+# this module instead.
 
 _live: weakref.WeakSet[RedisBackplane] = weakref.WeakSet()
 
