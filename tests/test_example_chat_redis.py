@@ -6,6 +6,7 @@ gunicorn with three workers (``upgrade_wsgi``) and the ``serve()`` chat twice.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -185,19 +186,27 @@ def test_browsers_on_two_processes_chat(redis_server: RedisServer, tmp_path: Pat
             browser.driver.find_element("id", "msg").send_keys(text)
             browser.driver.find_element("id", "send").click()
 
-        def lines(window: str, count: int) -> list[str]:
+        def ends_with(window: str, *expected: str) -> None:
             browser.switch_to(window)
-            return list(browser.wait_for(
+            want = json.dumps(json.dumps(list(expected), separators=(",", ":"), ensure_ascii=False))  # as JS writes it
+            browser.wait_for(
                 f"(() => {{ const l = [...document.querySelectorAll('#log div')].map(d => d.textContent);"
-                f" return l.length >= {count} ? l : null; }})()"
-            ))  # fmt: skip
+                f" return JSON.stringify(l.slice(-{len(expected)})) === {want}; }})()"
+            )  # fmt: skip
 
+        # In the room once their own words come back (the server registers a connection just
+        # after the handshake): first one, then two, which one must see through Redis.
+        say(first, "one is here")
+        ends_with(first, "one is here")
+        say(second, "two is here")
+        for window in (first, second):
+            ends_with(window, "two is here")
         say(first, "hello from process one")
         for window in (first, second):
-            assert lines(window, 1) == ["hello from process one"]
+            ends_with(window, "two is here", "hello from process one")
         say(second, "and from process two ✓")
         for window in (first, second):
-            assert lines(window, 2) == ["hello from process one", "and from process two ✓"]
+            ends_with(window, "two is here", "hello from process one", "and from process two ✓")
 
 
 def test_redis_restarting_under_two_chat_processes(private_redis: RedisServer, tmp_path: Path) -> None:
