@@ -157,8 +157,7 @@ def test_count_processes_counts_processes_and_len_counts_local_connections(redis
         for _ in range(3):
             a.dial()
         b.dial()
-        assert (len(a.hub), len(b.hub)) == (3, 1)
-        assert [c.remote_address for c in a.hub.connections] != []
+        assert (len(a.hub), len(b.hub)) == (3, 1) and len(a.hub.connections) == 3
         assert a.hub.count_processes() == b.hub.count_processes() == 2
     assert threadws.Hub().count_processes() == 1
 
@@ -172,7 +171,7 @@ def test_one_pair_of_threads_per_backplane_ending_with_its_last_hub(redis_server
     chat, news = threadws.Hub(room(), backplane=backplane), threadws.Hub(room(), backplane=backplane)
     assert backplane_threads() == ["threadws-backplane-pub", "threadws-backplane-sub"]
     with pytest.raises(ValueError, match="already open"):
-        threadws.Hub(chat.name, backplane=backplane)
+        threadws.Hub(chat.name or "", backplane=backplane)
     with pytest.raises(ValueError, match="needs a name"):
         threadws.Hub(backplane=backplane)
     chat.close()
