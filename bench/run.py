@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+import backplane_bench  # bench/, next to this file
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 LOADGEN = BENCH / "loadgen"
@@ -57,6 +59,7 @@ SCENARIOS = {
     "conns": "Concurrent connections, each echoes 64 B and is held open",
     "handshakes": "Handshakes per second (connect, one 64 B echo, close), 8 at a time",
     "client": "Client side: 64 B request-response against a Node `ws` echo server",
+    "backplane": "Hub fan-out to 1,000 clients: one process, and four on a Redis backplane (bench/backplane_bench.py)",
 }
 TRAFFIC = {
     "pingpong1": ["--mode", "pingpong", "--conns", "1", "--size", "64"],
@@ -81,7 +84,7 @@ def setup(skip_install: bool) -> None:
         log("npm ci in bench/loadgen ...")
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN, check=True)
     missing = []
-    for module in ("threadws", "websockets", "simple_websocket", "werkzeug", "websocket"):
+    for module in ("threadws", "websockets", "simple_websocket", "werkzeug", "websocket", "redis"):
         try:
             __import__(module)
         except ImportError:
@@ -403,6 +406,10 @@ def check_targets(res: dict) -> list[tuple[str, str, str]]:
         r = ratio(t, b)
         rows.append(("Client, 64 B request-response: ≥ 1.5x websockets sync client", f"{fmt(r, '.2f')}x",
                      verdict(None if r is None else r >= 1.5)))
+    if "backplane" in res:
+        r = res["backplane"].get("ratio")
+        rows.append(("Hub fan-out on a Redis backplane: ≥ 0.8x the one-process rate", f"{fmt(r, '.2f')}x",
+                     verdict(None if r is None else r >= backplane_bench.TARGET)))
     return rows
 
 
@@ -491,6 +498,10 @@ def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -
                      f"{fmt(r.get('p50_us'), '.0f')} | {fmt(r.get('p99_us'), '.0f')} | {fmt(r.get('cpu_s'), '.2f')} |")
         L.append("\nOne connection, one message in flight; each client in a process of its own; CPU is the client "
                  "process's (all threads) over the measured seconds.\n")
+
+    if "backplane" in res:
+        L.append(f"## {SCENARIOS['backplane']}\n")
+        L.extend(backplane_bench.markdown(res["backplane"]))
     path.write_text("\n".join(L))
 
 
@@ -533,6 +544,11 @@ def main() -> None:
     for scn in scenarios:
         log(f"== {SCENARIOS[scn]}")
         res[scn] = {}
+        if scn == "backplane":
+            res[scn] = backplane_bench.run({"conns": 1000, "processes": 4, "size": 64, "window": 8,
+                                            "duration": cfg["duration"], "warmup": cfg["warmup"],
+                                            "repeats": cfg["repeats"]}, log)
+            continue
         if scn == "client":
             for client in CLIENTS:
                 res[scn][client] = repeat(lambda: client_run(client, cfg), cfg["repeats"], client)

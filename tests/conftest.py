@@ -18,6 +18,8 @@ from wsproto.events import CloseConnection, Event
 import threadws
 from threadws.connection import Settings
 
+from .redis_server import RedisServer
+
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
     """Poll *predicate* until it returns something truthy; fail the test at *timeout*."""
@@ -197,3 +199,25 @@ def stop_server(server: threadws.Server) -> None:
 def url_of(server: threadws.Server, path: str = "/") -> str:
     host, port = server.server_address
     return f"ws://{host}:{port}{path}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port, one per test session."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may kill and start again."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

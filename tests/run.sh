@@ -36,6 +36,11 @@ bash tests/peers/install_nginx.sh
 if ! command -v tinyproxy >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq tinyproxy-bin >/dev/null
 fi
+# A real Redis for the Hub backplane tests (tests/redis_server.py starts its own
+# redis-server processes on free loopback ports; the package's service is not used).
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
 
 echo "== pytest on Python $version"
 exec "$venv/bin/python" -m pytest "$@"

@@ -20,6 +20,7 @@ def test_all_is_pinned():
         "MessageWriter",
         "PreparedMessage",
         "ProxyError",
+        "RedisBackplane",
         "Server",
         "Upgrader",
         "dial",

@@ -15,6 +15,7 @@ help, and every blocking call takes a timeout.
 """
 
 from ._version import __version__
+from .backplane import RedisBackplane
 from .client import dial
 from .compression import Compression
 from .connection import Conn
@@ -48,6 +49,7 @@ __all__ = [
     "MessageWriter",
     "PreparedMessage",
     "ProxyError",
+    "RedisBackplane",
     "Server",
     "Upgrader",
     "dial",
