@@ -97,7 +97,8 @@ def new_venv(where: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120)
     python = where / "bin" / "python"
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-    site = Path(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    site = Path(out.stdout.strip())
     (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
 
@@ -105,7 +106,7 @@ def new_venv(where: Path) -> Path:
 def pip_install(python: Path, target: list[str], cwd: Path, env: dict[str, str]) -> str:
     # --ignore-installed: pip would otherwise see this venv's threadws (through
     # borrowed.pth) as the one to replace.
-    flags = ["-v", "--no-index", "--no-deps", "--no-build-isolation", "--ignore-installed", "--disable-pip-version-check"]
+    flags = ["-v", "--no-index", "--no-deps", "--no-build-isolation", "--ignore-installed"]
     return run([python, "-m", "pip", "install", *flags, *target], cwd, env)
 
 
