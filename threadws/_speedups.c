@@ -14,10 +14,12 @@
  * no assumption about a buffer's address or about aliasing, so no undefined
  * behaviour whatever slice of whatever object a caller hands in.
  *
- * The GIL is kept: see tests/test_speedups.py and bench/floors.py for why
- * releasing it around large buffers doesn't pay (the brief figure: 1 MiB is
- * masked in tens of microseconds, well under one GIL switch interval, and a
- * thread that drops the GIL may wait a whole interval to get it back).
+ * The GIL stays held, even for large buffers: releasing it doesn't pay.
+ * Unmasking 1 MiB takes about 20 us (bench/floors.py), some 2% of the CPU a
+ * threadws server spends per 1 MiB message, so running it beside other threads
+ * could save no more than that; and a thread that lets go of the GIL next to a
+ * busy one must wait to get it back (1 MiB in place beside a Python loop on
+ * another thread: 30-50 us a call holding the GIL, 60-70 us releasing it).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -39,29 +41,9 @@ key_word(const unsigned char key[4])
     return word;
 }
 
-/* XOR n bytes at p with the key, in place. */
+/* XOR n bytes from src with the key into dst, which is either src itself (in place) or apart from it. */
 static void
-xor_in_place(unsigned char *p, Py_ssize_t n, const unsigned char key[4])
-{
-    uint64_t k = key_word(key);
-    Py_ssize_t i = 0;
-
-    for (; n - i >= 8; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        w ^= k;
-        memcpy(p + i, &w, 8);
-    }
-    /* i is a multiple of 8 here, so byte i still takes key[i % 4]. */
-    for (; i < n; i++) {
-        p[i] ^= key[i & 3];
-    }
-}
-
-/* XOR n bytes from src with the key into dst (separate buffers). */
-static void
-xor_copy(unsigned char *restrict dst, const unsigned char *restrict src, Py_ssize_t n,
-         const unsigned char key[4])
+xor_key(unsigned char *dst, const unsigned char *src, Py_ssize_t n, const unsigned char key[4])
 {
     uint64_t k = key_word(key);
     Py_ssize_t i = 0;
@@ -72,9 +54,30 @@ xor_copy(unsigned char *restrict dst, const unsigned char *restrict src, Py_ssiz
         w ^= k;
         memcpy(dst + i, &w, 8);
     }
+    /* i is a multiple of 8 here, so byte i still takes key[i % 4]. */
     for (; i < n; i++) {
         dst[i] = src[i] ^ key[i & 3];
     }
+}
+
+/*
+ * Get a contiguous buffer (a writable one if flags has PyBUF_WRITABLE) of obj, as
+ * PyObject_GetBuffer does. Anything unfit, whether not bytes-like, read-only or not
+ * contiguous, is one TypeError naming the type, as CPython's own "y*" and "w*"
+ * arguments say. -1 with an exception set on failure; else the caller releases view.
+ */
+static int
+get_buffer(PyObject *obj, Py_buffer *view, int flags)
+{
+    if (PyObject_GetBuffer(obj, view, flags) == 0) {
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "a %sbytes-like object is required, not %.200s",
+                     (flags & PyBUF_WRITABLE) ? "writable, contiguous " : "contiguous ", Py_TYPE(obj)->tp_name);
+    }
+    return -1;
 }
 
 /* Copy the 4 bytes of a bytes-like masking key into key. -1 with an exception set on failure. */
@@ -83,7 +86,7 @@ get_key(PyObject *obj, unsigned char key[4])
 {
     Py_buffer view;
 
-    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0) {
+    if (get_buffer(obj, &view, PyBUF_SIMPLE) < 0) {
         return -1;
     }
     if (view.len != 4) {
@@ -127,12 +130,12 @@ mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (check_nargs("mask", nargs, 2) < 0 || get_key(args[1], key) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+    if (get_buffer(args[0], &data, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
     result = PyBytes_FromStringAndSize(NULL, data.len);
     if (result != NULL) {
-        xor_copy((unsigned char *)PyBytes_AS_STRING(result), data.buf, data.len, key);
+        xor_key((unsigned char *)PyBytes_AS_STRING(result), data.buf, data.len, key);
     }
     PyBuffer_Release(&data);
     return result;
@@ -170,14 +173,7 @@ mask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (get_key(args[3], key) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(args[0], &buf, PyBUF_WRITABLE) < 0) {
-        /* As CPython's own "w*" arguments do: one TypeError for read-only and non-contiguous. */
-        if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "mask_into() needs a writable, contiguous bytes-like object, not %.200s",
-                         Py_TYPE(args[0])->tp_name);
-        }
+    if (get_buffer(args[0], &buf, PyBUF_WRITABLE) < 0) {
         return NULL;
     }
     if (start < 0 || start > stop || stop > buf.len) {
@@ -186,7 +182,10 @@ mask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&buf);
         return NULL;
     }
-    xor_in_place((unsigned char *)buf.buf + start, stop - start, key);
+    if (stop > start) {  /* (an empty buffer's pointer may be NULL, and NULL + 0 is undefined) */
+        unsigned char *p = (unsigned char *)buf.buf + start;
+        xor_key(p, p, stop - start, key);
+    }
     PyBuffer_Release(&buf);
     Py_RETURN_NONE;
 }
@@ -211,10 +210,10 @@ mask_after(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (check_nargs("mask_after", nargs, 3) < 0 || get_key(args[2], key) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(args[0], &head, PyBUF_SIMPLE) < 0) {
+    if (get_buffer(args[0], &head, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+    if (get_buffer(args[1], &data, PyBUF_SIMPLE) < 0) {
         PyBuffer_Release(&head);
         return NULL;
     }
@@ -226,8 +225,10 @@ mask_after(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (result != NULL) {
         out = (unsigned char *)PyBytes_AS_STRING(result);
-        memcpy(out, head.buf, head.len);
-        xor_copy(out + head.len, data.buf, data.len, key);
+        if (head.len > 0) {  /* memcpy from NULL is undefined even for 0 bytes */
+            memcpy(out, head.buf, head.len);
+        }
+        xor_key(out + head.len, data.buf, data.len, key);
     }
     PyBuffer_Release(&data);
     PyBuffer_Release(&head);
@@ -247,7 +248,7 @@ static PyModuleDef_Slot speedups_slots[] = {
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
 #ifdef Py_mod_gil
-    /* Nothing here relies on the GIL: callers own their buffers. */
+    /* Nothing here relies on the GIL: no shared state, and each call holds its buffers' exports. */
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
     {0, NULL},
