@@ -334,3 +334,12 @@ def test_threadws_no_speedups_forces_the_fallback(value, active):
     speedups, function = out.stdout.split()
     assert speedups == str(active and _speedups is not None)
     assert function == ("mask" if speedups == "True" else "py_unmask")
+
+
+@needs_c
+def test_the_stub_matches_the_extension():
+    """threadws/_speedups.pyi (what mypy sees) against the built module (mypy's stubtest)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "threadws._speedups"], capture_output=True, text=True, timeout=240
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

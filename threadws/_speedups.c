@@ -111,7 +111,8 @@ check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
 }
 
 PyDoc_STRVAR(mask_doc,
-"mask(data, key, /) -> bytes\n"
+"mask($module, data, key, /)\n"
+"--\n"
 "\n"
 "Return *data* (any contiguous bytes-like object) XORed with the 4-byte\n"
 "masking *key*, whose first byte applies to data's first byte, as a new\n"
@@ -142,7 +143,8 @@ mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(mask_into_doc,
-"mask_into(buf, start, stop, key, /) -> None\n"
+"mask_into($module, buf, start, stop, key, /)\n"
+"--\n"
 "\n"
 "XOR ``buf[start:stop]`` in place with the 4-byte masking *key*, whose first\n"
 "byte applies at *start*. *buf* is any writable contiguous bytes-like object\n"
@@ -191,7 +193,8 @@ mask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(mask_after_doc,
-"mask_after(head, data, key, /) -> bytes\n"
+"mask_after($module, head, data, key, /)\n"
+"--\n"
 "\n"
 "Return ``bytes(head) + mask(data, key)`` built in one allocation: a frame's\n"
 "header followed by its masked payload.\n"
