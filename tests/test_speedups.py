@@ -177,6 +177,15 @@ def test_c_and_python_agree_on_random_inputs():
         assert a == b
 
 
+@pytest.mark.parametrize("name", IMPLS)
+def test_every_byte_value_at_every_key_position(name):
+    unmask, _, _ = impl(name)
+    data = payload(37)
+    for b in range(256):
+        key = bytes((b, 255 - b, b ^ 0x5A, (b * 7) & 255))
+        assert unmask(data, key) == reference(data, key), key
+
+
 @needs_c
 def test_c_mask_into_takes_a_writable_memoryview():
     """Any writable contiguous buffer (the Python fallback takes bytearrays only)."""
