@@ -29,8 +29,6 @@ from .test_speedups import compiler_available
 pytestmark = pytest.mark.install
 
 ROOT = Path(__file__).resolve().parent.parent
-#: What a build needs besides the package itself (an sdist of the real tree would take the same).
-BUILD_FILES = ["setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md"]
 NOT_BUILT = "threadws: the C speedups (threadws._speedups) were not built;"
 
 # Runs in the new venv: which threadws, which masking, and one echo of a long
@@ -60,9 +58,11 @@ print(json.dumps({"file": threadws.__file__, "speedups": _frames.SPEEDUPS}))
 
 
 def copy_source(dest: Path) -> Path:
+    """The package and the files at the top of the tree (setup.py, setup.cfg, README, ...), without built files."""
     dest.mkdir()
-    for name in BUILD_FILES:
-        shutil.copy2(ROOT / name, dest / name)
+    for path in ROOT.iterdir():
+        if path.is_file():
+            shutil.copy2(path, dest / path.name)
     shutil.copytree(ROOT / "threadws", dest / "threadws", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     return dest
 
