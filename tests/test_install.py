@@ -61,7 +61,7 @@ def copy_source(dest: Path) -> Path:
     """The package and the files at the top of the tree (setup.py, setup.cfg, README, ...), without built files."""
     dest.mkdir()
     for path in ROOT.iterdir():
-        if path.is_file():
+        if path.is_file() and not path.name.startswith("."):  # (a worktree's .git is a file)
             shutil.copy2(path, dest / path.name)
     shutil.copytree(ROOT / "threadws", dest / "threadws", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     return dest
