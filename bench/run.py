@@ -50,6 +50,9 @@ SERVERS = {
 # Only in the connections scenario: does a smaller thread stack help threadws?
 STACK_VARIANT = "threadws, 256 KiB stacks"
 STACK_VARIANT_CMD = ["threadws_server.py", "--stack-size", "256"]
+# Only in the streaming scenarios: threadws without its C masking (the fallback where it couldn't be built).
+PURE_VARIANT = "threadws, pure-Python masking"
+PURE_VARIANT_CMD = ["threadws_server.py", "--no-speedups"]
 
 SCENARIOS = {
     "pingpong1": "Ping-pong, 1 connection, 64 B",
@@ -332,11 +335,19 @@ def machine_info() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": {"websockets": version(websockets), "simple-websocket": _dist_version("simple-websocket"),
                      "werkzeug": _dist_version("werkzeug"), "websocket-client": version(websocket),
-                     "threadws": _dist_version("threadws"), "wsproto": _dist_version("wsproto"), "ws (Node)": ws_version},
+                     "threadws": f"{_dist_version('threadws')} (masking in {masking()})",
+                     "wsproto": _dist_version("wsproto"), "ws (Node)": ws_version},
         "loadavg_start": _loadavg(),
         "git": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip(),
     }
+
+
+def masking() -> str:
+    """How the threadws servers mask by default: "C" (threadws._speedups) or "pure Python"."""
+    from threadws import _frames  # the servers run this Python, in this environment
+
+    return "C" if _frames.SPEEDUPS else "pure Python"
 
 
 def _loadavg() -> str:
@@ -557,6 +568,8 @@ def main() -> None:
         todo = [(s, SERVERS[s]) for s in servers]
         if scn == "conns" and "threadws" in servers:
             todo.insert(1, (STACK_VARIANT, STACK_VARIANT_CMD))
+        if scn.startswith("stream") and "threadws" in servers and masking() == "C":
+            todo.insert(servers.index("threadws") + 1, (PURE_VARIANT, PURE_VARIANT_CMD))
         for name, cmd in todo:
             if scn == "conns":
                 result = repeat(lambda: conns_run(cmd, cfg), max(1, cfg["repeats"] - 1), name)

@@ -4,6 +4,7 @@
 #   bash tests/run.sh                      # with python3
 #   bash tests/run.sh --python python3.12  # with another interpreter
 #   bash tests/run.sh -k close -x          # extra arguments go to pytest
+#   THREADWS_NO_SPEEDUPS=1 bash tests/run.sh  # the same on the pure-Python masking
 #
 # Each interpreter gets its own virtualenv under .venv/ (reused on later runs).
 set -euo pipefail
@@ -22,6 +23,10 @@ fi
 # The extras give lower bounds; tests/constraints.txt pins the exact versions CI tests.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     -c tests/constraints.txt -e '.[test,docs]'
+# The editable install builds the C masking (threadws/_speedups.c) in place when a
+# compiler works; pip --quiet hides the build log, so say here which path is in use
+# (tests/test_speedups.py fails if a compiler exists but the extension wasn't built).
+"$venv/bin/python" -c 'from threadws import _frames; print("== threadws masks in", "C (threadws._speedups)" if _frames.SPEEDUPS else "pure Python")'
 
 # Real peers for the interop tests: Node.js (for the `ws` package, which the
 # tests install with npm ci), headless Chromium and tinyproxy, all from Debian's
