@@ -180,9 +180,13 @@ class Protocol:
         extensions: what the handshake negotiated (permessage-deflate, built
             by :mod:`threadws.compression`).
         read_limit: the longest message accepted, in bytes, decompressed.
+        fast: False sends every frame through wsproto, fast-path shapes
+            included (for checking the fast path against wsproto).
     """
 
-    def __init__(self, *, client: bool, extensions: Sequence[Extension] = (), read_limit: int = 1 << 20) -> None:
+    def __init__(
+        self, *, client: bool, extensions: Sequence[Extension] = (), read_limit: int = 1 << 20, fast: bool = True
+    ) -> None:
         self.client = client
         self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions))
         self._deflate = next((e for e in extensions if isinstance(e, PerMessageDeflate)), None)
@@ -190,6 +194,7 @@ class Protocol:
             self._deflate.hand_over = True  # inflated pieces come to us, not through wsproto
         # No extension: whole data frames take the fast path.
         self._plain = not any(e.enabled() for e in extensions)
+        self._fast = fast and self._plain
         self._read_limit = 0
         self.read_limit = read_limit
         self._in_mask_bit = 0 if client else MASK_BIT  # a client's frames must be masked, a server's not
@@ -236,7 +241,7 @@ class Protocol:
         """
         if self._done:
             return
-        if not self._plain:
+        if not self._fast:
             yield from self._feed_ws(data)
             return
         end = len(data)
