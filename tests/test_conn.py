@@ -13,6 +13,8 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 import threadws
 from threadws import CloseCode, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, MessageType
 
+from threadws.settings import Settings
+
 from .conftest import ROLES, Peer
 
 pytestmark = pytest.mark.parametrize("role", ROLES)
@@ -630,3 +632,44 @@ def test_protocol_error_not_read_fails_within_close_timeout(pair, role):
     assert conn.recv(timeout=5) == "unread"  # what arrived before the error is still there
     with pytest.raises(ConnectionClosedError):
         conn.recv(timeout=5)
+
+
+def test_greeting_goes_out_first_and_only_once_both_threads_run(role):
+    a, b = socket.socketpair()
+    try:
+        conn = threadws.Conn(a, client=role == "client", settings=Settings(ping_interval=None), greeting=b"HELLO\r\n")
+        conn.send("x")
+        b.settimeout(5)
+        data = b""
+        while len(data) < 7 + 3:
+            data += b.recv(100)
+        assert data.startswith(b"HELLO\r\n")
+        conn.abort()
+    finally:
+        b.close()
+
+
+def test_a_thread_that_cannot_start_leaves_the_socket_untouched(role, monkeypatch):
+    """Out of threads: the constructor raises, nothing was sent, and the socket is still usable."""
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.endswith("-reader"):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            threadws.Conn(a, client=role == "client", settings=Settings(ping_interval=None), greeting=b"HTTP/1.1 101 ...")
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        a.sendall(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")  # the caller can still refuse
+        a.close()
+        b.settimeout(5)
+        received = b""
+        while chunk := b.recv(100):
+            received += chunk
+        assert received == b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
+    finally:
+        b.close()

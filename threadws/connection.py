@@ -102,6 +102,22 @@ class Conn:
     going to exactly one reader. :meth:`close`, :meth:`abort`, :meth:`fail` and
     :meth:`write_control` are safe from anywhere, handlers included. Ping, pong
     and close handlers run on the connection's reader thread.
+
+    Args:
+        sock: the connected TCP socket (never an ``ssl.SSLSocket``: see *tls*).
+        client: which side this is.
+        settings: limits and timers (:class:`threadws.settings.Settings`).
+        trailing_data: bytes already read past the handshake, fed first.
+        subprotocol, path, request_headers, response_headers: what the
+            handshake agreed, kept as attributes.
+        extensions: what the handshake negotiated (permessage-deflate).
+        logger: where to log (see :attr:`logger`).
+        tls: for wss, the TLS session that carried the handshake
+            (``threadws._tls``); the socket then carries its ciphertext.
+        name: the connection's name in logs and thread names.
+        greeting: bytes the writer sends before anything else (a server's
+            101), once both threads run: if one can't be started, the
+            constructor raises RuntimeError having sent nothing.
     """
 
     def __init__(
@@ -119,6 +135,7 @@ class Conn:
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         tls: TLS | None = None,
         name: str | None = None,
+        greeting: bytes = b"",
     ) -> None:
         settings = settings or Settings()
         if isinstance(sock, ssl.SSLSocket):
@@ -157,7 +174,9 @@ class Conn:
             self._shutting_down, self._run_timers, self._our_turn_to_close_tcp, self._shutdown, self._note,
             self._report_bug,
         )
-        self._writer = Writer(sock, tls, hooks, self._timers, settings.max_write_queue, _MAX_QUEUED_MESSAGES, self.name)
+        self._writer = Writer(
+            sock, tls, hooks, self._timers, settings.max_write_queue, _MAX_QUEUED_MESSAGES, self.name, greeting
+        )
         self._outbox = Outbox(self._protocol, self._lock, self._writer, self._end, self._timers, self._close_timeout)
 
         self._ping_handler: Callable[[bytes], None] = self._default_ping_handler
@@ -168,8 +187,28 @@ class Conn:
 
         self._trailing = trailing_data
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
-        self._writer.thread.start()
-        self._reader.start()
+        self._start(greeting)
+
+    def _start(self, greeting: bytes) -> None:
+        """Start both threads; the greeting (a server's 101) goes out only once both run.
+
+        Raises RuntimeError, having stopped what it started and left the socket
+        untouched, when a thread can't be started (the caller can still refuse
+        the upgrade with 503).
+        """
+        writer = self._writer
+        writer.start()
+        try:
+            self._reader.start()
+        except BaseException:
+            if greeting:
+                writer.release(go=False)
+            else:
+                writer.stop()
+            writer.thread.join()
+            raise
+        if greeting:
+            writer.release(go=True)
 
     def __repr__(self) -> str:
         state = "closed" if self._end.ended.is_set() else "open"

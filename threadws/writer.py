@@ -206,6 +206,7 @@ class Writer:
         max_bytes: int,
         max_messages: int,
         name: str,
+        greeting: bytes = b"",
     ) -> None:
         self._sock = sock
         self._tls = tls
@@ -219,7 +220,29 @@ class Writer:
         self.last_progress = _monotonic()  # when a send last moved bytes
         self.sent_close: Close | None = None  # our close frame, recorded just before it goes out
         self._sock_timeout: float | None = sock.gettimeout()
+        # The server's 101: sent first, once the connection's other thread exists too
+        # (see start). Until then the gate holds the writer back.
+        self._greeting = greeting
+        self._gate: threading.Lock | None = None
+        self._go = False
         self.thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread; with a greeting, it waits for :meth:`release` before sending anything.
+
+        Raises:
+            RuntimeError: the thread can't be started (nothing was sent).
+        """
+        if self._greeting:
+            gate = self._gate = threading.Lock()
+            gate.acquire()
+        self.thread.start()
+
+    def release(self, go: bool) -> None:
+        """Let a writer started with a greeting go on (send it, then work), or end without a byte (*go* False)."""
+        assert self._gate is not None
+        self._go = go
+        self._gate.release()
 
     # --- producers (any thread; data and ordered closes under the connection's lock) ----
 
@@ -259,7 +282,15 @@ class Writer:
         get = q.get
         control = self._control
         hooks = self._hooks
+        gate = self._gate
+        if gate is not None:
+            gate.acquire()
+            if not self._go:
+                return  # the connection could not start: the socket stays as it was, untouched
         try:
+            if self._greeting:
+                self._send([self._greeting])
+                self._greeting = b""
             timeout = hooks.run_timers(False)
             while True:
                 if control and q.empty():
