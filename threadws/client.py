@@ -76,6 +76,10 @@ def dial(
     close_timeout: float = Settings.close_timeout,
     max_read_queue: int = Settings.max_read_queue,
     max_write_queue: int = Settings.max_write_queue,
+    max_queued_messages: int = Settings.max_queued_messages,
+    max_fragments: int = Settings.max_fragments,
+    idle_timeout: float | None = Settings.idle_timeout,
+    idle_close_code: int = Settings.idle_close_code,
     compression: Compression | bool | None = None,
 ) -> Conn:
     """Open a WebSocket connection to *url* and return it (blocks until it is open).
@@ -130,6 +134,10 @@ def dial(
             before the reader stops reading (TCP then pushes back).
         max_write_queue: bytes of frames queued for sending before
             :meth:`Conn.write_message` waits.
+        max_queued_messages, max_fragments, idle_timeout, idle_close_code:
+            see :class:`threadws.settings.Settings` (the message count bound
+            of each queue, the most frames per message, closing a connection
+            on which no message arrives).
         compression: offer permessage-deflate (RFC 7692). Off by default;
             True offers the defaults of :class:`threadws.Compression`, or pass
             one. If the server declines, the connection is uncompressed. The
@@ -169,6 +177,10 @@ def dial(
                 close_timeout=close_timeout,
                 max_read_queue=max_read_queue,
                 max_write_queue=max_write_queue,
+                max_queued_messages=max_queued_messages,
+                max_fragments=max_fragments,
+                idle_timeout=idle_timeout,
+                idle_close_code=idle_close_code,
             ),
             compression=resolve(compression),
         )

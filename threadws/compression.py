@@ -374,7 +374,7 @@ class PerMessageDeflate(Extension):
     Attributes:
         read_limit: the most a message may inflate to, in bytes; past it the
             message fails with 1009. The connection keeps it equal to its
-            read limit.
+            read limit; a change applies from the next message on.
         compress_next: whether the next message that starts goes out
             compressed; set by the connection just before each ``send``
             (``write_message(compress=...)``). It is consumed by the message's
@@ -419,6 +419,7 @@ class PerMessageDeflate(Extension):
         # the frame being read a control frame (one may arrive mid-message).
         self._in_compressed = False
         self._in_size = 0
+        self._in_limit = read_limit
         self._in_control = False
         self._pieces: list[bytes] | None = None  # the current data frame's inflated bytes
         # Outbound: is the message being sent compressed.
@@ -461,6 +462,7 @@ class PerMessageDeflate(Extension):
         if opcode in (Opcode.TEXT, Opcode.BINARY):
             self._in_compressed = rsv.rsv1
             self._in_size = 0
+            self._in_limit = self.read_limit
             if rsv.rsv1 and self._inflater is None:
                 self._inflater = zlib.decompressobj(-self._recv_bits)
         if not self._in_control:
@@ -515,7 +517,8 @@ class PerMessageDeflate(Extension):
         inflater = self._inflater
         pieces = self._pieces
         assert inflater is not None and pieces is not None
-        budget = self.read_limit - self._in_size
+        limit = self._in_limit
+        budget = limit - self._in_size
         try:
             while True:
                 # Ask for at most one byte over the budget: enough to know it was
@@ -524,8 +527,8 @@ class PerMessageDeflate(Extension):
                 piece = inflater.decompress(data, want)
                 if len(piece) > budget:
                     self.failure = (
-                        f"message too big (limit {self.read_limit} bytes)",
-                        f"message over the read limit of {self.read_limit} bytes (decompressed)",
+                        f"message too big (limit {limit} bytes)",
+                        f"message over the read limit of {limit} bytes (decompressed)",
                     )
                     self._inflater = self._pieces = None  # drop the window and what it produced
                     return CloseReason.MESSAGE_TOO_BIG
@@ -540,7 +543,7 @@ class PerMessageDeflate(Extension):
             self.failure = ("invalid compressed data", f"message failed to inflate: {exc}")
             self._inflater = self._pieces = None
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        self._in_size = self.read_limit - budget
+        self._in_size = limit - budget
         return None
 
     # --- outbound -----------------------------------------------------------

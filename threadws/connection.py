@@ -81,9 +81,6 @@ def connection_name(client: bool) -> str:
     return f"threadws-{'client' if client else 'server'}-{next(_ids)}"
 
 
-#: A message count bound next to the byte bounds, so tiny messages can't pile up.
-_MAX_QUEUED_MESSAGES = 4096
-
 
 def _default_pong_handler(payload: bytes) -> None:
     pass
@@ -151,7 +148,9 @@ class Conn:
         self._sock = sock
         self._tls = tls  # wss: ciphertext on the socket, this TLS session in between
         self._client = client
-        self._protocol = Protocol(client=client, extensions=extensions, read_limit=settings.read_limit)
+        self._protocol = Protocol(
+            client=client, extensions=extensions, read_limit=settings.read_limit, max_fragments=settings.max_fragments
+        )
         self._lock = threading.Lock()  # owns the protocol (and the phase's transitions)
         self.subprotocol: str | None = subprotocol
         """The subprotocol agreed in the handshake, or None."""
@@ -168,14 +167,16 @@ class Conn:
         self._close_timeout = settings.close_timeout
 
         self._end = Ending()
-        self._inbox = Inbox(settings.max_read_queue, _MAX_QUEUED_MESSAGES, self._on_failure_reached)
-        self._timers = Timers(settings.ping_interval, settings.ping_timeout, _monotonic())
+        self._inbox = Inbox(settings.max_read_queue, settings.max_queued_messages, self._on_failure_reached)
+        self._timers = Timers(settings.ping_interval, settings.ping_timeout, settings.idle_timeout, _monotonic())
+        self._idle_close_code = settings.idle_close_code
+        self._idle = settings.idle_timeout is not None  # stamp each message's arrival
         hooks = WriterHooks(
             self._shutting_down, self._run_timers, self._our_turn_to_close_tcp, self._shutdown, self._note,
             self._report_bug,
         )
         self._writer = Writer(
-            sock, tls, hooks, self._timers, settings.max_write_queue, _MAX_QUEUED_MESSAGES, self.name, greeting
+            sock, tls, hooks, self._timers, settings.max_write_queue, settings.max_queued_messages, self.name, greeting
         )
         self._outbox = Outbox(self._protocol, self._lock, self._writer, self._end, self._timers, self._close_timeout)
 
@@ -693,7 +694,9 @@ class Conn:
         self._end.advance(Phase.INPUT_DONE)
         self._pending_failure = None
         self._timers.fail_deadline = None
-        if not self._queue_close(code, reason, fail=True, done=None, ordered=ordered):
+        if not self._queue_close(code, reason, fail=True, done=None, ordered=ordered) or self._writer.blocked:
+            # No close frame to send, or it can't get past a send stuck on a
+            # peer that doesn't read: abort now rather than after close_timeout.
             self._shutdown()
 
     def _fail_in_order(self, failure: Failure) -> None:
@@ -789,6 +792,9 @@ class Conn:
                     self._fail(failure.code, failure.reason, failure.detail)
             elif due is Due.PING_TIMEOUT:
                 self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", "keepalive ping timeout")
+            elif due is Due.IDLE:
+                self._note(f"{due.value} for {self._timers.idle_timeout} s")
+                self._queue_close(self._idle_close_code, "idle timeout", fail=False, done=None)
             else:
                 try:
                     self._queue_control(True, b"threadws", None)
@@ -842,6 +848,8 @@ class Conn:
             if kind is Message or kind is Chunk:
                 if self._debug:
                     self._trace_received(event)  # type: ignore[arg-type]
+                if self._idle:
+                    self._timers.last_data = _monotonic()
                 if inbox.put(event):  # type: ignore[arg-type]
                     self._wait_for_room()
             elif event is None:
@@ -875,7 +883,7 @@ class Conn:
         timers = self._timers
         timers.reader_paused = True
         self._inbox.wait_room()
-        timers.last_recv = _monotonic()
+        timers.last_recv = timers.last_data = _monotonic()
         timers.reader_paused = False
 
     def _on_close_frame(self, event: CloseFrame) -> None:

@@ -49,6 +49,19 @@ class Outbox:
         close_timeout: how long the closing handshake may take.
     """
 
+    __slots__ = (
+        "_close_timeout",
+        "_ending",
+        "_lock",
+        "_msg_lock",
+        "_protocol",
+        "_streaming",
+        "_timers",
+        "_writer",
+        "full_close_code",
+        "policy",
+    )
+
     def __init__(
         self,
         protocol: Protocol,
@@ -170,7 +183,11 @@ class Outbox:
                 frame = self._protocol.send_ping(payload) if is_ping else self._protocol.send_pong(payload)
             except ProtocolClosed:
                 raise self.closed() from None
-            self._writer.put_control(ControlItem(frame, is_ping, done))
+            item = ControlItem(frame, is_ping, done)
+            if is_ping or done is not None:
+                self._writer.put_control(item)
+            else:
+                self._writer.put_pong(item)  # replaces a pong still waiting: the latest ping's answer is enough
 
     def close(self, code: int, reason: str, *, fail: bool, done: threading.Event | None, ordered: bool) -> bool:
         """Produce our close frame and queue it; False if one was already sent.

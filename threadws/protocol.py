@@ -180,12 +180,20 @@ class Protocol:
         extensions: what the handshake negotiated (permessage-deflate, built
             by :mod:`threadws.compression`).
         read_limit: the longest message accepted, in bytes, decompressed.
+        max_fragments: the most frames one message may arrive in (past it, a
+            Failure with 1008).
         fast: False sends every frame through wsproto, fast-path shapes
             included (for checking the fast path against wsproto).
     """
 
     def __init__(
-        self, *, client: bool, extensions: Sequence[Extension] = (), read_limit: int = 1 << 20, fast: bool = True
+        self,
+        *,
+        client: bool,
+        extensions: Sequence[Extension] = (),
+        read_limit: int = 1 << 20,
+        max_fragments: int = 4096,
+        fast: bool = True,
     ) -> None:
         self.client = client
         self._ws = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions))
@@ -197,6 +205,8 @@ class Protocol:
         self._fast = fast and self._plain
         self._read_limit = 0
         self.read_limit = read_limit
+        self.max_fragments = max_fragments
+        self._fragments = 0  # frames of the message wsproto is receiving
         self._in_mask_bit = 0 if client else MASK_BIT  # a client's frames must be masked, a server's not
         self._done = False  # a close frame or a failure came: input is ignored
         # The fast path's parsing state.
@@ -207,14 +217,19 @@ class Protocol:
         self._long_key: bytes | None = None  # its masking key, rotated to the next byte
         self._long_type = MessageType.BINARY
         self._long_decoder: codecs.IncrementalDecoder | None = None  # for a text frame
-        # A message that arrives in chunks: its size so far, and a decoder for compressed text.
+        # A message that arrives in chunks: its size so far, the read limit when
+        # it began, and a decoder for compressed text.
         self._msg_size = 0
+        self._msg_limit = read_limit
         self._in_message = False
         self._inflated_decoder: codecs.IncrementalDecoder | None = None
 
     @property
     def read_limit(self) -> int:
-        """The longest message accepted, in bytes (decompressed); past it a Failure with 1009."""
+        """The longest message accepted, in bytes (decompressed); past it a Failure with 1009.
+
+        A change applies from the next message on.
+        """
         return self._read_limit
 
     @read_limit.setter
@@ -241,9 +256,6 @@ class Protocol:
         """
         if self._done:
             return
-        if not self._fast:
-            yield from self._feed_ws(data)
-            return
         end = len(data)
         i = 0
         if self._long_left:
@@ -265,6 +277,7 @@ class Protocol:
             buf = joined
             end = len(joined)
         mask_bit = self._in_mask_bit
+        fast = self._fast
         while i < end and not self._done:
             # The header: 2 bytes, an extended length, the masking key.
             if end - i < 2:
@@ -291,7 +304,8 @@ class Protocol:
                 j += 4
             stop = j + n
             if (
-                (b0 == FIN_TEXT or b0 == FIN_BINARY)
+                fast
+                and (b0 == FIN_TEXT or b0 == FIN_BINARY)
                 and masked == mask_bit
                 and canonical
                 and not self._ws_mid
@@ -335,8 +349,17 @@ class Protocol:
             if stop > end:
                 self._ws_owed = stop - end
                 stop = end
-            if not b0 & 0x08:  # a data frame: track whether a message is open
+            if not b0 & 0x08:  # a data frame: track whether a message is open, and its frames
                 self._ws_mid = not b0 & 0x80
+                self._fragments = 1 if b0 & 0x0F else self._fragments + 1
+                if self._fragments > self.max_fragments:
+                    limit = self.max_fragments
+                    yield self._failure(
+                        CloseCode.POLICY_VIOLATION,
+                        f"too many fragments (limit {limit})",
+                        f"a message in more than {limit} frames",
+                    )
+                    return
             yield from self._feed_ws(data[i:stop])
             i = stop
 
@@ -443,19 +466,20 @@ class Protocol:
 
     def _part(self, kind: MessageType, data: Data, finished: bool, n: int) -> Event:
         """*n* more bytes of a message: the whole of it, or its next part."""
-        if finished and not self._in_message:
-            if n > self._read_limit:
-                return self._too_big()
-            return Message(kind, data, n)
+        if not self._in_message:
+            if finished:
+                if n > self._read_limit:
+                    return self._too_big(self._read_limit)
+                return Message(kind, data, n)
+            self._msg_limit = self._read_limit  # a change of limit applies from the next message
         size = self._msg_size + n
-        if size > self._read_limit:
-            return self._too_big()
+        if size > self._msg_limit:
+            return self._too_big(self._msg_limit)
         self._in_message = not finished
         self._msg_size = 0 if finished else size
         return Chunk(kind, data, finished, n)
 
-    def _too_big(self) -> Failure:
-        limit = self._read_limit
+    def _too_big(self, limit: int) -> Failure:
         return self._failure(
             CloseCode.MESSAGE_TOO_BIG,
             f"message too big (limit {limit} bytes)",

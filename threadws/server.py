@@ -45,8 +45,9 @@ class Upgrader:
             :class:`threadws.Compression`, or pass one. An offer the server
             can't accept is declined (the connection goes on uncompressed).
             The read limit applies to the decompressed size.
-        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue:
-            per-connection settings, as for :func:`threadws.dial`.
+        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue, max_queued_messages, max_fragments, idle_timeout, idle_close_code:
+            per-connection settings, as for :func:`threadws.dial` (see
+            :class:`threadws.settings.Settings`).
     """
 
     def __init__(
@@ -60,6 +61,10 @@ class Upgrader:
         close_timeout: float = Settings.close_timeout,
         max_read_queue: int = Settings.max_read_queue,
         max_write_queue: int = Settings.max_write_queue,
+        max_queued_messages: int = Settings.max_queued_messages,
+        max_fragments: int = Settings.max_fragments,
+        idle_timeout: float | None = Settings.idle_timeout,
+        idle_close_code: int = Settings.idle_close_code,
         compression: Compression | bool | None = None,
     ) -> None:
         self.check_origin = check_origin
@@ -72,6 +77,10 @@ class Upgrader:
             close_timeout=close_timeout,
             max_read_queue=max_read_queue,
             max_write_queue=max_write_queue,
+            max_queued_messages=max_queued_messages,
+            max_fragments=max_fragments,
+            idle_timeout=idle_timeout,
+            idle_close_code=idle_close_code,
         )
 
     def upgrade(

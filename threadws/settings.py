@@ -9,12 +9,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .enums import check_close_code
+
 __all__ = ["Settings"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Per-connection limits and timers (see :func:`threadws.dial` for each one's meaning)."""
+    """Per-connection limits and timers.
+
+    Attributes:
+        read_limit: the longest message accepted, in bytes (decompressed);
+            a longer one closes the connection with 1009.
+        ping_interval: send a keepalive ping after this many seconds without
+            hearing from the peer; None turns keepalive off.
+        ping_timeout: drop the connection (1011) if nothing arrives this many
+            seconds after a keepalive ping; None: never.
+        close_timeout: how long the closing handshake may take.
+        max_read_queue: bytes of received messages held for the application
+            before the reader stops reading (TCP then pushes back on the peer).
+        max_write_queue: bytes of frames queued for sending before a write
+            waits (or the write policy acts).
+        max_queued_messages: the same bound in messages, for each queue, so
+            that tiny messages can't pile up.
+        max_fragments: the most frames one message may arrive in; past it the
+            connection closes with 1008 (a peer can't keep a message open
+            forever with empty continuation frames).
+        idle_timeout: close the connection if the peer sends no message for
+            this many seconds (pings and pongs don't count, and the clock
+            starts over when the application catches up on a full queue);
+            None: never.
+        idle_close_code: the close code sent on an idle timeout.
+    """
 
     read_limit: int = 1 << 20
     ping_interval: float | None = 20.0
@@ -22,15 +48,20 @@ class Settings:
     close_timeout: float = 10.0
     max_read_queue: int = 4 << 20
     max_write_queue: int = 4 << 20
+    max_queued_messages: int = 4096
+    max_fragments: int = 4096
+    idle_timeout: float | None = None
+    idle_close_code: int = 1001
 
     def __post_init__(self) -> None:
         if self.read_limit <= 0:
             raise ValueError("read_limit must be positive")
-        for name in ("ping_interval", "ping_timeout"):
+        for name in ("ping_interval", "ping_timeout", "idle_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None")
         if self.close_timeout < 0:
             raise ValueError("close_timeout must be >= 0")
-        if self.max_read_queue <= 0 or self.max_write_queue <= 0:
-            raise ValueError("queue bounds must be positive")
+        if min(self.max_read_queue, self.max_write_queue, self.max_queued_messages, self.max_fragments) <= 0:
+            raise ValueError("queue and fragment bounds must be positive")
+        check_close_code(self.idle_close_code)

@@ -57,6 +57,7 @@ class Due(enum.Enum):
     """What :meth:`Timers.due` says must happen now."""
 
     READ_DEADLINE = "read deadline exceeded"
+    IDLE = "idle timeout: no message from the peer"
     FAILURE = "a queued protocol failure was not read in time"
     CLOSE_TIMEOUT = "closing handshake timed out"
     PING_TIMEOUT = "keepalive ping timeout"
@@ -73,6 +74,8 @@ class Timers:
     __slots__ = (
         "close_deadline",
         "fail_deadline",
+        "idle_timeout",
+        "last_data",
         "last_recv",
         "ping_interval",
         "ping_sent",
@@ -81,10 +84,14 @@ class Timers:
         "reader_paused",
     )
 
-    def __init__(self, ping_interval: float | None, ping_timeout: float | None, now: float) -> None:
+    def __init__(
+        self, ping_interval: float | None, ping_timeout: float | None, idle_timeout: float | None, now: float
+    ) -> None:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.idle_timeout = idle_timeout
         self.last_recv = now  # the last time anything arrived from the peer
+        self.last_data = now  # the last time a message (or part of one) did (kept only with an idle timeout)
         self.ping_sent: float | None = None  # stamped just before the ping goes out
         self.read_deadline: float | None = None  # set_read_deadline: fatal when it passes
         self.close_deadline: float | None = None  # the closing handshake must be over by then
@@ -108,11 +115,17 @@ class Timers:
                 if now >= deadline:
                     return due, None
                 nxt = deadline if nxt is None else min(nxt, deadline)
-        if self.close_deadline is None and self.ping_interval is not None and not self.reader_paused:
-            action, when = self._keepalive(now, stalled, last_progress, self.ping_interval)
-            if action is not None:
-                return action, None
-            nxt = when if nxt is None else min(nxt, when)
+        if self.close_deadline is None and not self.reader_paused:
+            if self.idle_timeout is not None:
+                idle_until = self.last_data + self.idle_timeout
+                if now >= idle_until:
+                    return Due.IDLE, None
+                nxt = idle_until if nxt is None else min(nxt, idle_until)
+            if self.ping_interval is not None:
+                action, when = self._keepalive(now, stalled, last_progress, self.ping_interval)
+                if action is not None:
+                    return action, None
+                nxt = when if nxt is None else min(nxt, when)
         return None, nxt
 
     def _keepalive(self, now: float, stalled: bool, last_progress: float, interval: float) -> tuple[Due | None, float]:
@@ -214,6 +227,12 @@ class Writer:
         self._timers = timers
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._control: deque[ControlItem | CloseItem] = deque()
+        # The pong that answers the latest ping: RFC 6455 section 5.5.3 lets an
+        # endpoint answer only the most recent one, so a ping flood from a
+        # peer that doesn't read can't grow anything here.
+        self._pong: ControlItem | None = None
+        self._pong_lock = threading.Lock()
+        self.blocked = False  # a send is waiting for the peer to read
         self.budget = Budget(max_bytes, max_messages)
         self.write_deadline: float | None = None
         self.next_timer: float | None = None  # when the owner's clocks next need a look
@@ -255,6 +274,14 @@ class Writer:
         self._control.append(item)
         self._queue.put(_WAKE)
 
+    def put_pong(self, item: ControlItem) -> None:
+        """Queue the answer to the latest ping, replacing one still waiting to go out."""
+        with self._pong_lock:
+            waiting = self._pong is not None
+            self._pong = item
+        if not waiting:
+            self._queue.put(_WAKE)  # (a pong already waiting has its wake-up queued)
+
     def put_close(self, item: CloseItem) -> None:
         """Queue our close frame behind the data already queued."""
         self._queue.put(item)
@@ -293,7 +320,7 @@ class Writer:
                 self._greeting = b""
             timeout = hooks.run_timers(False)
             while True:
-                if control and q.empty():
+                if (control or self._pong is not None) and q.empty():
                     batch: list[Any] = []
                 else:
                     try:
@@ -303,7 +330,7 @@ class Writer:
                         continue
                     while not q.empty():
                         batch.append(q.get_nowait())
-                if len(batch) == 1 and type(batch[0]) is bytes and not control:
+                if len(batch) == 1 and type(batch[0]) is bytes and not control and self._pong is None:
                     # The common case, one message: no bookkeeping beyond the send.
                     data = batch[0]
                     self._send(batch)
@@ -340,6 +367,11 @@ class Writer:
         close: CloseItem | None = None
         ping = False
         data_bytes = data_items = 0
+        if self._pong is not None:
+            with self._pong_lock:
+                pong, self._pong = self._pong, None
+            if pong is not None:
+                bufs.append(pong.data)
         control = self._control
         while control:
             item = control.popleft()
@@ -444,12 +476,19 @@ class Writer:
                 self.last_progress = _monotonic()
                 return
             bufs = [memoryview(data)[n:]]
+        try:
+            self._send_all(sock, bufs, flags)
+        finally:
+            self.blocked = False
+
+    def _send_all(self, sock: socket.socket, bufs: list[Any], flags: int) -> None:
         while bufs:
             try:
                 n = sock.sendmsg(bufs[:_IOV_MAX], (), flags)
             except (BlockingIOError, TimeoutError):
                 if flags:
                     flags = 0
+                    self.blocked = True  # the peer isn't reading: a failing close can't get past us now
                     self._set_send_timeout()
                 else:
                     self._stalled()
@@ -466,6 +505,7 @@ class Writer:
                 bufs[0] = memoryview(bufs[0])[n:]
             if bufs and flags:
                 flags = 0  # a partial send: the socket buffer is full, wait from now on
+                self.blocked = True
                 self._set_send_timeout()
         if not flags and self._sock_timeout is not None and not self._hooks.shutting_down():
             # Back to blocking mode, so the reader's recv is one system call again.
