@@ -36,7 +36,7 @@ class Budget:
 
     def __init__(self, max_bytes: int, max_items: int) -> None:
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond: threading.Condition | None = None  # made by the first wait: most queues never fill
         self._waiting = 0
         self.added_bytes = self.added_items = 0  # written by the producing side only
         self.released_bytes = self.released_items = 0  # written by the consuming side only
@@ -77,7 +77,7 @@ class Budget:
         # either it sees this release or it is counted here and gets notified.
         if self._waiting:
             with self._lock:
-                if not self._full():
+                if not self._full() and self._cond is not None:
                     self._cond.notify_all()
 
     def wait_room(self, timeout: float | None) -> bool:
@@ -88,9 +88,12 @@ class Budget:
         ):
             return True
         with self._lock:
+            cond = self._cond
+            if cond is None:
+                cond = self._cond = threading.Condition(self._lock)
             self._waiting += 1
             try:
-                return self._cond.wait_for(lambda: self.closed or not self._full(), timeout)
+                return cond.wait_for(lambda: self.closed or not self._full(), timeout)
             finally:
                 self._waiting -= 1
 
@@ -98,4 +101,5 @@ class Budget:
         """Wake every waiter for good: the connection has ended."""
         with self._lock:
             self.closed = True
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()

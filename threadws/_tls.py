@@ -74,7 +74,7 @@ class TLS:
         self.lock = threading.Lock()
         # Set whenever the reader feeds ciphertext: a write that TLS can't make
         # until the peer has spoken (TLS 1.2 renegotiation) waits for it.
-        self._input_fed = threading.Condition(self.lock)
+        self._input_fed: threading.Condition | None = None  # made by the first wait_input (rare)
         self.notify_sent = False  # our close_notify is out
         self.peer_closed = False  # the peer's close_notify came
 
@@ -108,13 +108,15 @@ class TLS:
         """Hand over ciphertext received from the peer."""
         with self.lock:
             self._incoming.write(data)
-            self._input_fed.notify_all()
+            if self._input_fed is not None:
+                self._input_fed.notify_all()
 
     def feed_eof(self) -> None:
         """The peer closed TCP: no more ciphertext will come."""
         with self.lock:
             self._incoming.write_eof()
-            self._input_fed.notify_all()
+            if self._input_fed is not None:
+                self._input_fed.notify_all()
 
     def read_into(self, view: memoryview) -> int:
         """Decrypt as much as is available into *view*; return how many bytes (0: feed more).
@@ -172,6 +174,8 @@ class TLS:
     def wait_input(self, timeout: float | None) -> bool:
         """Wait until the reader feeds TLS something; False if *timeout* passed first."""
         with self.lock:
+            if self._input_fed is None:
+                self._input_fed = threading.Condition(self.lock)
             return self._input_fed.wait(timeout)
 
     def take_output(self) -> bytes:

@@ -34,6 +34,38 @@ class Phase(enum.IntEnum):
     ENDED = 3
 
 
+class Latch:
+    """Set once, waited on by any number of threads: an Event for one use, made of one lock.
+
+    (``threading.Event`` is a Condition, a lock and a deque: several times
+    the memory, for every connection, most of which are never waited on.)
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held until set()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Open the latch for good (call it once)."""
+        self._set = True
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set; False if *timeout* passed first."""
+        if self._set:
+            return True
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
+        self._lock.release()  # let the next waiter through too
+        return True
+
+
 class Ending:
     """One connection's end; see the module documentation.
 
@@ -50,7 +82,7 @@ class Ending:
         self.detail = ""
         self.cause: BaseException | None = None
         self.exception: ConnectionClosed | None = None  # once ENDED
-        self.ended = threading.Event()
+        self.ended = Latch()
         self._callbacks: list[Callable[[Any], None]] = []
 
     def advance(self, phase: Phase) -> bool:

@@ -187,7 +187,7 @@ class Outbox:
             if is_ping or done is not None:
                 self._writer.put_control(item)
             else:
-                self._writer.put_pong(item)  # replaces a pong still waiting: the latest ping's answer is enough
+                self._writer.put_pong(item)  # bounded: past 16 waiting, the oldest is dropped
 
     def close(self, code: int, reason: str, *, fail: bool, done: threading.Event | None, ordered: bool) -> bool:
         """Produce our close frame and queue it; False if one was already sent.

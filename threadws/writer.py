@@ -51,6 +51,8 @@ _monotonic = time.monotonic
 _IOV_MAX = 1024
 #: A writer stuck on a peer that doesn't read wakes this often to keep the clocks.
 STALL_TICK = 1.0
+#: The most pongs waiting to go out (see Writer.put_pong).
+_MAX_PONGS = 16
 
 
 class Due(enum.Enum):
@@ -227,10 +229,12 @@ class Writer:
         self._timers = timers
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._control: deque[ControlItem | CloseItem] = deque()
-        # The pong that answers the latest ping: RFC 6455 section 5.5.3 lets an
-        # endpoint answer only the most recent one, so a ping flood from a
-        # peer that doesn't read can't grow anything here.
-        self._pong: ControlItem | None = None
+        # Pongs waiting to go out, at most _MAX_PONGS: past that the oldest is
+        # dropped (RFC 6455 section 5.5.3 lets an endpoint answer only the
+        # most recent ping), so a ping flood from a peer that doesn't read
+        # can't grow anything here, while a burst of pings from one that does
+        # still gets every answer (Autobahn 2.10 checks for ten).
+        self._pongs: deque[ControlItem] = deque(maxlen=_MAX_PONGS)
         self._pong_lock = threading.Lock()
         self.blocked = False  # a send is waiting for the peer to read
         self.budget = Budget(max_bytes, max_messages)
@@ -275,12 +279,12 @@ class Writer:
         self._queue.put(_WAKE)
 
     def put_pong(self, item: ControlItem) -> None:
-        """Queue the answer to the latest ping, replacing one still waiting to go out."""
+        """Queue the answer to a ping; past _MAX_PONGS waiting, the oldest one is dropped."""
         with self._pong_lock:
-            waiting = self._pong is not None
-            self._pong = item
+            waiting = bool(self._pongs)
+            self._pongs.append(item)
         if not waiting:
-            self._queue.put(_WAKE)  # (a pong already waiting has its wake-up queued)
+            self._queue.put(_WAKE)  # (pongs already waiting have their wake-up queued)
 
     def put_close(self, item: CloseItem) -> None:
         """Queue our close frame behind the data already queued."""
@@ -320,7 +324,7 @@ class Writer:
                 self._greeting = b""
             timeout = hooks.run_timers(False)
             while True:
-                if (control or self._pong is not None) and q.empty():
+                if (control or self._pongs) and q.empty():
                     batch: list[Any] = []
                 else:
                     try:
@@ -330,7 +334,7 @@ class Writer:
                         continue
                     while not q.empty():
                         batch.append(q.get_nowait())
-                if len(batch) == 1 and type(batch[0]) is bytes and not control and self._pong is None:
+                if len(batch) == 1 and type(batch[0]) is bytes and not control and not self._pongs:
                     # The common case, one message: no bookkeeping beyond the send.
                     data = batch[0]
                     self._send(batch)
@@ -367,11 +371,11 @@ class Writer:
         close: CloseItem | None = None
         ping = False
         data_bytes = data_items = 0
-        if self._pong is not None:
+        if self._pongs:
             with self._pong_lock:
-                pong, self._pong = self._pong, None
-            if pong is not None:
-                bufs.append(pong.data)
+                pongs = list(self._pongs)
+                self._pongs.clear()
+            bufs.extend(pong.data for pong in pongs)
         control = self._control
         while control:
             item = control.popleft()
