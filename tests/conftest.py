@@ -42,6 +42,10 @@ def no_thread_leaks() -> Iterator[None]:
     """Every thread the library starts must end: the count returns to where it was."""
     before = {t for t in threading.enumerate()}
     yield
+    # Finished connection threads wait to be reused (threadws.reuse_threads):
+    # end the waiting ones, so what is left running is what really leaked.
+    threadws.reuse_threads(0)
+    threadws.reuse_threads()
     def settled() -> bool:
         extra = [t for t in threading.enumerate() if t not in before and t.name.startswith("threadws")]
         return not extra

@@ -27,6 +27,7 @@ def test_all_is_pinned():
         "is_close_error",
         "is_unexpected_close_error",
         "reconnecting",
+        "reuse_threads",
         "serve",
     ]
     for name in threadws.__all__:

@@ -658,6 +658,7 @@ def test_a_thread_that_cannot_start_leaves_the_socket_untouched(role, monkeypatc
             raise RuntimeError("can't start new thread")
         real_start(thread)
 
+    threadws.reuse_threads(0)  # no waiting thread: the reader needs a new one
     monkeypatch.setattr(threading.Thread, "start", start)
     a, b = socket.socketpair()
     try:

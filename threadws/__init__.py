@@ -15,6 +15,7 @@ help, and every blocking call takes a timeout.
 """
 
 from ._version import __version__
+from ._workers import reuse_threads
 from .backplane import RedisBackplane
 from .client import dial
 from .compression import Compression
@@ -56,5 +57,6 @@ __all__ = [
     "is_close_error",
     "is_unexpected_close_error",
     "reconnecting",
+    "reuse_threads",
     "serve",
 ]

@@ -59,6 +59,7 @@ from .protocol import Chunk, CloseFrame, Failure, Message, Outgoing, Ping, Pong,
 from .reader import Reader, ReaderHooks
 from .settings import Settings
 from .streams import FragmentSink, MessageReader, MessageWriter
+from ._workers import WORKERS, Task
 from .writer import Due, Timers, Writer, WriterHooks
 
 __all__ = ["Conn", "Settings"]
@@ -187,7 +188,7 @@ class Conn:
         self._pending_failure: Failure | None = None  # a protocol error the application hasn't reached
 
         self._trailing = trailing_data
-        self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
+        self._reader = Task(self._read_loop, f"{self.name}-reader")
         self._start(greeting)
 
     def _start(self, greeting: bytes) -> None:
@@ -198,15 +199,15 @@ class Conn:
         the upgrade with 503).
         """
         writer = self._writer
-        writer.start()
+        writer_task = writer.start()
         try:
-            self._reader.start()
+            WORKERS.run(self._reader)
         except BaseException:
             if greeting:
                 writer.release(go=False)
             else:
                 writer.stop()
-            writer.thread.join()
+            writer_task.join()
             raise
         if greeting:
             writer.release(go=True)
@@ -603,10 +604,9 @@ class Conn:
         deadline = None if timeout is None else _monotonic() + timeout
         if not self._end.ended.wait(timeout):
             return False
-        for thread in (self._reader, self._writer.thread):
-            if thread is not threading.current_thread():
-                thread.join(None if deadline is None else max(0.0, deadline - _monotonic()))
-                if thread.is_alive():
+        for task in (self._reader, self._writer.task):
+            if not task.is_current():
+                if not task.join(None if deadline is None else max(0.0, deadline - _monotonic())):
                     return False
         return True
 
@@ -653,7 +653,7 @@ class Conn:
     # --- the closing handshake and the end ----------------------------------------------
 
     def _on_own_thread(self) -> bool:
-        return threading.current_thread() in (self._reader, self._writer.thread)
+        return self._reader.is_current() or self._writer.task.is_current()
 
     def _run_callback(self, callback: Callable[[Conn], None]) -> None:
         try:
@@ -754,7 +754,7 @@ class Conn:
             self._writer.end()
         else:
             self._shutdown()
-        self._writer.thread.join()
+        self._writer.task.join()
         self._shutdown()  # (if the writer had stopped before it could)
         try:
             self._sock.close()

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._workers import Latch
 from .exceptions import Close, ConnectionClosed, closed_exception
 
 __all__ = ["Ending", "Phase"]
@@ -32,38 +33,6 @@ class Phase(enum.IntEnum):
     INPUT_DONE = 1  # a close frame came in, or the connection is failing: input is ignored
     SHUT = 2  # the socket is shut down: the threads are stopping
     ENDED = 3
-
-
-class Latch:
-    """Set once, waited on by any number of threads: an Event for one use, made of one lock.
-
-    (``threading.Event`` is a Condition, a lock and a deque: several times
-    the memory, for every connection, most of which are never waited on.)
-    """
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()  # held until set()
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        """Open the latch for good (call it once)."""
-        self._set = True
-        self._lock.release()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until set; False if *timeout* passed first."""
-        if self._set:
-            return True
-        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            return False
-        self._lock.release()  # let the next waiter through too
-        return True
 
 
 class Ending:

@@ -41,6 +41,7 @@ from typing import Any
 
 from ._budget import Budget
 from ._tls import TLS
+from ._workers import WORKERS, Task
 from .exceptions import Close
 
 __all__ = ["CloseItem", "ControlItem", "Due", "Timers", "Writer", "WriterHooks"]
@@ -248,18 +249,19 @@ class Writer:
         self._greeting = greeting
         self._gate: threading.Lock | None = None
         self._go = False
-        self.thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
+        self.task = Task(self._run, f"{name}-writer")
 
-    def start(self) -> None:
-        """Start the thread; with a greeting, it waits for :meth:`release` before sending anything.
+    def start(self) -> Task:
+        """Start the writer; with a greeting, it waits for :meth:`release` before sending anything.
 
         Raises:
-            RuntimeError: the thread can't be started (nothing was sent).
+            RuntimeError: no thread can be started (nothing was sent).
         """
         if self._greeting:
             gate = self._gate = threading.Lock()
             gate.acquire()
-        self.thread.start()
+        WORKERS.run(self.task)
+        return self.task
 
     def release(self, go: bool) -> None:
         """Let a writer started with a greeting go on (send it, then work), or end without a byte (*go* False)."""
