@@ -30,6 +30,7 @@ import logging
 import queue
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -176,6 +177,16 @@ class Transport:
     clients below are the only code that differs, so a test reads the same
     either way. Over TLS, websockets uses ``ssl.SSLSocket`` (sync) and
     asyncio's TLS transport; threadws its own TLS in memory.
+
+    websockets' sync client speaks TLS 1.2 here, everything else TLS 1.3. That
+    client starts its reading thread before it sends the HTTP request, so two
+    threads use its one ``SSLSocket`` at once (what threadws avoids, see
+    threadws._tls). Under TLS 1.3 the server's session tickets arrive just
+    after the handshake; when the reading thread takes them in while the other
+    thread writes the request, OpenSSL can lose the request, and the
+    handshake times out (about one connection in 30 on this machine against
+    threadws's server: the request never reaches the wire; never with tickets
+    off, nor with TLS 1.2, whose tickets come inside the handshake).
     """
 
     def __init__(self, certs: Certificates | None) -> None:
@@ -184,6 +195,11 @@ class Transport:
         #: ``ssl=`` for websockets' servers and clients (nothing for ws://).
         self.server_ssl: dict[str, Any] = {} if certs is None else {"ssl": certs.server}
         self.client_ssl: dict[str, Any] = {} if certs is None else {"ssl": certs.client}
+        self.sync_client_ssl: dict[str, Any] = {}
+        if certs is not None:
+            tls12 = ssl.create_default_context(cafile=certs.ca_pem)
+            tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+            self.sync_client_ssl = {"ssl": tls12}
 
     def url(self, port: int, host: str = "127.0.0.1") -> str:
         return f"{self.scheme}://{host}:{port}/"
@@ -232,7 +248,7 @@ class Transport:
         kwargs.setdefault("close_timeout", T)
         kwargs.setdefault("open_timeout", T)
         kwargs.setdefault("max_size", BIG)
-        return sync_connect(url, **self.client_ssl, **kwargs)
+        return sync_connect(url, **self.sync_client_ssl, **kwargs)
 
     @contextlib.contextmanager
     def threadws_client(self, url: str, **kwargs: Any) -> Iterator[threadws.Conn]:
