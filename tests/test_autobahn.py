@@ -74,10 +74,13 @@ def check_tls(results: dict, side: str) -> None:
     check(results, f"{side}-tls", TLS_CASES_COUNT)
     plain = PLAIN.get(side)
     if plain is not None:
+        def outcome(result: dict) -> tuple[str, str]:
+            return result["behavior"], result["behaviorClose"]
+
         differ = {
-            case: {"tcp": (plain[case]["behavior"], plain[case]["behaviorClose"]), "tls": (r["behavior"], r["behaviorClose"])}
+            case: {"tcp": outcome(plain[case]), "tls": outcome(r)}
             for case, r in results.items()
-            if (r["behavior"], r["behaviorClose"]) != (plain[case]["behavior"], plain[case]["behaviorClose"])
+            if outcome(r) != outcome(plain[case])
         }
         assert not differ, f"{side}: outcomes over TLS differ from TCP: {differ}"
 
