@@ -63,6 +63,8 @@ SCENARIOS = {
     "handshakes": "Handshakes per second (connect, one 64 B echo, close), 8 at a time",
     "client": "Client side: 64 B request-response against a Node `ws` echo server",
     "backplane": "Hub fan-out to 1,000 clients: one process, and four on a Redis backplane (bench/backplane_bench.py)",
+    "wss-pingpong32": "wss: Ping-pong, 32 connections, 64 B",
+    "wss-stream1k": "wss: Streaming, 1 connection, 1 KiB messages, 64 in flight",
 }
 TRAFFIC = {
     "pingpong1": ["--mode", "pingpong", "--conns", "1", "--size", "64"],
@@ -71,6 +73,10 @@ TRAFFIC = {
     "stream1m": ["--mode", "stream", "--conns", "1", "--size", str(1 << 20), "--inflight", "4"],
     "handshakes": ["--mode", "handshake", "--conns", "8"],
 }
+# The wss scenarios: their ws:// twin's traffic over TLS, against the servers that serve wss.
+WSS = {"wss-pingpong32": "pingpong32", "wss-stream1k": "stream1k"}
+WSS_SERVERS = ("threadws", "websockets sync", "websockets asyncio")
+TRAFFIC.update({scn: TRAFFIC[twin] for scn, twin in WSS.items()})
 CLIENTS = {"threadws": "threadws", "websockets sync": "websockets-sync", "websocket-client": "websocket-client"}
 
 
@@ -87,7 +93,7 @@ def setup(skip_install: bool) -> None:
         log("npm ci in bench/loadgen ...")
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN, check=True)
     missing = []
-    for module in ("threadws", "websockets", "simple_websocket", "werkzeug", "websocket", "redis"):
+    for module in ("threadws", "websockets", "simple_websocket", "werkzeug", "websocket", "redis", "trustme"):
         try:
             __import__(module)
         except ImportError:
@@ -214,11 +220,14 @@ def run_json(cmd: list[str], timeout: float, cwd: Path = LOADGEN) -> tuple[dict,
 # ---------------------------------------------------------------- scenarios
 
 def traffic_run(scenario: str, server_cmd: list[str], cfg: dict) -> dict:
-    server = Proc([PY] + server_cmd)
+    tls = tls_files() if scenario in WSS else None
+    server = Proc([PY] + server_cmd + (["--certfile", tls["cert"], "--keyfile", tls["key"]] if tls else []))
     try:
         cpu0 = server.cpu()
-        cmd = ["node", "loadgen.js", "--url", server.url, *TRAFFIC[scenario],
-               "--duration", str(cfg["duration"]), "--warmup", str(cfg["warmup"])]
+        url = server.url.replace("ws://", "wss://", 1) if tls else server.url
+        cmd = ["node", "loadgen.js", "--url", url, *TRAFFIC[scenario],
+               "--duration", str(cfg["duration"]), "--warmup", str(cfg["warmup"]),
+               *(["--ca", tls["ca"]] if tls else [])]
         result, lg_cpu = run_json(cmd, timeout=cfg["duration"] + cfg["warmup"] + 60)
         wall = cfg["duration"] + cfg["warmup"]
         result.update(server_cpu_s=server.cpu() - cpu0, peak_rss=server.peak_rss(),
@@ -282,6 +291,29 @@ def client_run(client: str, cfg: dict) -> dict:
         return result
     finally:
         peer.stop()
+
+
+_TLS_FILES: dict[str, str] = {}
+
+
+def tls_files() -> dict[str, str]:
+    """PEM files of a throwaway CA and a certificate for 127.0.0.1 it signed (trustme), made once per run."""
+    if not _TLS_FILES:
+        import atexit
+        import tempfile
+
+        import trustme
+
+        tmp = Path(tempfile.mkdtemp(prefix="threadws-bench-tls-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        for i, blob in enumerate(cert.cert_chain_pems):
+            blob.write_to_path(str(tmp / "cert.pem"), append=i > 0)
+        cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
+        ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+        _TLS_FILES.update(cert=str(tmp / "cert.pem"), key=str(tmp / "key.pem"), ca=str(tmp / "ca.pem"))
+    return _TLS_FILES
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -421,7 +453,56 @@ def check_targets(res: dict) -> list[tuple[str, str, str]]:
         r = res["backplane"].get("ratio")
         rows.append(("Hub fan-out on a Redis backplane: ≥ 0.8x the one-process rate", f"{fmt(r, '.2f')}x",
                      verdict(None if r is None else r >= backplane_bench.TARGET)))
+    rows += wss_targets(res)
     return rows
+
+
+def wss_targets(res: dict) -> list[tuple[str, str, str]]:
+    """Over wss, threadws is not slower than websockets sync: msgs/s at least as high, p50 latency no higher."""
+    rows = []
+    for scn in WSS:
+        if scn not in res:
+            continue
+        mine, base = res[scn].get("threadws", {}), res[scn].get(BASELINE, {})
+        r = ratio(mine.get("msgs_per_s"), base.get("msgs_per_s"))
+        rows.append((f"{SCENARIOS[scn]}: msgs/s ≥ websockets sync", f"{fmt(r, '.2f')}x",
+                     "n/a" if r is None else ("PASS" if r >= 1.0 else "FAIL")))
+        t, b = mine.get("p50_us"), base.get("p50_us")
+        ok = None if not all(isinstance(x, (int, float)) for x in (t, b)) else t <= b
+        rows.append((f"{SCENARIOS[scn]}: p50 latency ≤ websockets sync",
+                     f"{fmt(t, '.2f', 1e-3)} ms vs {fmt(b, '.2f', 1e-3)} ms",
+                     "n/a" if ok is None else ("PASS" if ok else "FAIL")))
+    return rows
+
+
+def wss_sections(res: dict) -> list[str]:
+    """The wss tables: each server next to websockets sync over wss, and next to itself over ws://."""
+    L = []
+    for scn, twin in WSS.items():
+        if scn not in res:
+            continue
+        L.append(f"## {SCENARIOS[scn]}\n")
+        L.append("TLS 1.3 from the Node load generator (it verifies a throwaway trustme certificate); every server "
+                 f"uses Python's `ssl`. \"vs ws://\" divides each server's msgs/s here by its own in `{twin}` "
+                 "of this run: what TLS leaves of its speed.\n")
+        extra = " MB/s |" if "stream" in scn else ""
+        L.append(f"| server | msgs/s | vs ws sync (wss) | vs ws:// |{extra} p50 ms | p99 ms | server CPU s | "
+                 "peak RSS MiB | max threads | loadgen CPU |")
+        L.append("| --- " * (10 + bool(extra)) + "|")
+        base = res[scn].get(BASELINE, {}).get("msgs_per_s")
+        for server, r in res[scn].items():
+            if "error" in r:
+                L.append(f"| {server} | error: {r['error'][:120]} |" + " |" * (8 + bool(extra)))
+                continue
+            plain = res.get(twin, {}).get(server, {}).get("msgs_per_s")
+            mbs = f" {fmt(r.get('mb_per_s'), ',.1f')} |" if extra else ""
+            L.append(f"| {server} | {fmt(r.get('msgs_per_s'))} | {fmt(ratio(r.get('msgs_per_s'), base), '.2f')}x | "
+                     f"{fmt(ratio(r.get('msgs_per_s'), plain), '.2f')}x |{mbs} "
+                     f"{fmt(r.get('p50_us'), '.2f', 1e-3)} | {fmt(r.get('p99_us'), '.2f', 1e-3)} | "
+                     f"{fmt(r.get('server_cpu_s'), '.2f')} | {fmt(r.get('peak_rss'), '.1f', 1 / 2**20)} | "
+                     f"{fmt(r.get('threads'))} | {fmt(r.get('loadgen_cpu_pct'), '.0f')}% |")
+        L.append("")
+    return L
 
 
 def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -> None:
@@ -471,6 +552,8 @@ def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -
                      f"{fmt(r.get('server_cpu_s'), '.2f')} | {fmt(r.get('peak_rss'), '.1f', 1 / 2**20)} | "
                      f"{fmt(r.get('threads'))} | {fmt(r.get('loadgen_cpu_pct'), '.0f')}% |")
         L.append("")
+
+    L += wss_sections(res)
 
     if "conns" in res:
         L.append(f"## {SCENARIOS['conns']}: {cfg['conns']:,}\n")
@@ -565,7 +648,7 @@ def main() -> None:
                 res[scn][client] = repeat(lambda: client_run(client, cfg), cfg["repeats"], client)
                 log(f"  {client}: {_brief(res[scn][client])}")
             continue
-        todo = [(s, SERVERS[s]) for s in servers]
+        todo = [(s, SERVERS[s]) for s in servers if scn not in WSS or s in WSS_SERVERS]
         if scn == "conns" and "threadws" in servers:
             todo.insert(1, (STACK_VARIANT, STACK_VARIANT_CMD))
         if scn.startswith("stream") and "threadws" in servers and masking() == "C":

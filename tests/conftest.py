@@ -225,3 +225,16 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One trustme CA and a server certificate for ``localhost`` and ``127.0.0.1``, for every wss test.
+
+    A :class:`tests.tls_tools.Certificates`: server and client ``SSLContext``\\ s
+    (the client trusts the CA) and the same as PEM files, for peers in other
+    processes (Node, gunicorn, wstest, Chromium).
+    """
+    from .tls_tools import make_certificates  # trustme only where a test wants TLS
+
+    return make_certificates(str(tmp_path_factory.mktemp("tls")))

@@ -7,6 +7,14 @@ By default the 108 compression cases with messages over 16 KiB are left out: wit
 them a side takes over 20 minutes on two cores (wstest deflates in Python 2.7),
 without them about 3. ``THREADWS_AUTOBAHN_FULL=1`` runs all 517 cases (the
 README's table comes from such a run).
+
+Both sides run again over TLS (``wss://``, a trustme certificate; wstest is
+Twisted with pyOpenSSL 21 on OpenSSL 1.1.1, which speaks TLS 1.3 with Python's
+``ssl``) on cases 1 to 10, the framing, UTF-8 and closing cases: compression
+(12, 13) is the same code over TLS as over TCP. They take about half a minute
+a side, must pass the same bar, and must give each case the same outcome as
+the plain run when both ran in one session. Reports:
+``tests/autobahn/reports/{server,client}-tls/``.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +32,7 @@ import threadws
 
 from .autobahn import harness
 from .conftest import start_server, stop_server
+from .tls_tools import Certificates
 
 # With compression, 12.* and 13.* push 216,000 messages of up to 128 KiB through zlib
 # on both ends (wstest's in Python 2.7): most of a side's run time.
@@ -45,6 +55,11 @@ SETTINGS = {
     "close_timeout": 5.0,
     "compression": True,
 }
+# Over TLS: cases 1.* to 10.* ("1.*" is the regex "1\..*" to wstest: not 10.*).
+TLS_CASES = tuple(f"{group}.*" for group in range(1, 11))
+TLS_CASES_COUNT = 301
+# Each side's plain results, kept for the TLS run to compare with.
+PLAIN: dict[str, dict] = {}
 
 
 def echo(conn: threadws.Conn) -> None:
@@ -53,12 +68,28 @@ def echo(conn: threadws.Conn) -> None:
         conn.write_message(kind, data)
 
 
-def check(results: dict, side: str) -> None:
+def check(results: dict, side: str, total: int = harness.ALL_CASES_COUNT - len(EXCLUDE)) -> None:
     summary = harness.summarize(results)
     (REPORTS / f"{side}-summary.json").write_text(json.dumps(summary, indent=2))
     bad = harness.failures(results, allow_unimplemented=NOT_YET)
     assert not bad, f"{side}: {len(bad)} cases below the bar, e.g. {bad[:5]}; summary {summary}"
-    assert summary["total"] == harness.ALL_CASES_COUNT - len(EXCLUDE)
+    assert summary["total"] == total
+
+
+def check_tls(results: dict, side: str) -> None:
+    """The plain bar, on cases 1 to 10; and each case's outcome as over TCP, if that side ran plain too."""
+    check(results, f"{side}-tls", TLS_CASES_COUNT)
+    plain = PLAIN.get(side)
+    if plain is not None:
+        def outcome(result: dict) -> tuple[str, str]:
+            return result["behavior"], result["behaviorClose"]
+
+        differ = {
+            case: {"tcp": outcome(plain[case]), "tls": outcome(r)}
+            for case, r in results.items()
+            if outcome(r) != outcome(plain[case])
+        }
+        assert not differ, f"{side}: outcomes over TLS differ from TCP: {differ}"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +107,7 @@ def test_server_side(wstest, caplog):
         )
     finally:
         stop_server(server)
+    PLAIN["server"] = results
     check(results, "server")
 
 
@@ -85,21 +117,46 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def run_client_side(fuzzer: harness.FuzzingServer, **dial: Any) -> dict:
+    """Connect to every case of *fuzzer* in turn, echo what it sends; return its report."""
+    for case in range(1, fuzzer.get_case_count() + 1):
+        try:
+            conn = threadws.dial(harness.case_url(fuzzer.url, case, AGENT), timeout=30, **SETTINGS, **dial)
+        except (OSError, threadws.HandshakeError):
+            continue  # the case is judged by the fuzzer's report
+        try:
+            echo(conn)
+        except threadws.ConnectionClosed:
+            pass
+        assert conn.wait_closed(30), f"case {case}: connection did not end"
+    return fuzzer.update_reports(AGENT)
+
+
 def test_client_side(wstest, caplog):
     caplog.set_level(logging.CRITICAL, logger="threadws")
-    outdir = str(REPORTS / "client")
-    with harness.start_fuzzingserver(free_port(), outdir, exclude=EXCLUDE) as fuzzer:
-        count = harness.get_case_count(fuzzer.url)
-        for case in range(1, count + 1):
-            try:
-                conn = threadws.dial(harness.case_url(fuzzer.url, case, AGENT), timeout=30, **SETTINGS)
-            except (OSError, threadws.HandshakeError):
-                continue  # the case is judged by the fuzzer's report
-            try:
-                echo(conn)
-            except threadws.ConnectionClosed:
-                pass
-            assert conn.wait_closed(30), f"case {case}: connection did not end"
-        harness.update_reports(fuzzer.url, AGENT)
-        results = harness.read_client_report(outdir, AGENT)
+    with harness.start_fuzzingserver(free_port(), str(REPORTS / "client"), exclude=EXCLUDE) as fuzzer:
+        results = run_client_side(fuzzer)
+    PLAIN["client"] = results
     check(results, "client")
+
+
+def test_server_side_over_tls(wstest, caplog, tls_certs: Certificates):
+    caplog.set_level(logging.CRITICAL, logger="threadws")
+    server = start_server(echo, upgrader=threadws.Upgrader(**SETTINGS), ssl_context=tls_certs.server)
+    try:
+        host, port = server.server_address
+        results = harness.run_fuzzingclient(
+            f"wss://{host}:{port}", str(REPORTS / "server-tls"), cases=TLS_CASES, agent=AGENT, timeout=1200
+        )
+    finally:
+        stop_server(server)
+    check_tls(results, "server")
+
+
+def test_client_side_over_tls(wstest, caplog, tls_certs: Certificates):
+    caplog.set_level(logging.CRITICAL, logger="threadws")
+    pems = {"cert": tls_certs.cert_pem, "key": tls_certs.key_pem, "ca": tls_certs.ca_pem}
+    with harness.start_fuzzingserver(free_port(), str(REPORTS / "client-tls"), cases=TLS_CASES, **pems) as fuzzer:
+        assert fuzzer.url.startswith("wss://")
+        results = run_client_side(fuzzer, ssl_context=tls_certs.client)
+    check_tls(results, "client")

@@ -1,4 +1,10 @@
-"""A real browser (headless Chromium) talking to a threadws server."""
+"""A real browser (headless Chromium) talking to a threadws server.
+
+The round trip runs twice: the page over http with ``ws://``, and over https
+with ``wss://`` (``threadws.serve(ssl_context=...)`` serves both the page and
+the WebSocket; a trustme certificate, which Chromium accepts by the pin of its
+public key, ``--ignore-certificate-errors-spki-list``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from threadws import MessageType
 
 from .conftest import start_server, stop_server
 from .peers.browser import open_browser, require_browser
+from .tls_tools import Certificates, spki_sha256
 
 pytestmark = pytest.mark.interop
 
@@ -22,7 +29,7 @@ PAGE = """<!doctype html>
 <title>threadws browser check</title>
 <script>
 const hex = (buffer) => [...new Uint8Array(buffer)].map(b => b.toString(16).padStart(2, "0")).join("");
-const ws = new WebSocket(`ws://${location.host}/ws`);
+const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
 ws.binaryType = "arraybuffer";
 const got = [];
 ws.onopen = () => {
@@ -37,20 +44,22 @@ ws.onmessage = (event) => {
 };
 ws.onclose = (event) => {
   window.__result = {got, code: event.code, reason: event.reason, clean: event.wasClean,
-                     extensions: ws.extensions, protocol: ws.protocol};
+                     extensions: ws.extensions, protocol: ws.protocol, url: ws.url};
 };
 </script>
 """
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tls_certs: Certificates):
     require_browser()
-    with open_browser() as b:
+    # Only the test certificate's key is let through: any other certificate error still fails.
+    with open_browser(extra_args=[f"--ignore-certificate-errors-spki-list={spki_sha256(tls_certs.cert_pem)}"]) as b:
         yield b
 
 
-def test_browser_round_trip(tmp_path: Path, browser):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_browser_round_trip(tmp_path: Path, browser, tls_certs: Certificates, scheme: str):
     (tmp_path / "index.html").write_text(PAGE, encoding="utf-8")
     results: queue.Queue[Any] = queue.Queue()
 
@@ -69,10 +78,10 @@ def test_browser_round_trip(tmp_path: Path, browser):
         except threadws.ConnectionClosed as exc:
             results.put(exc)
 
-    server = start_server(handler, static_dir=tmp_path)
+    server = start_server(handler, static_dir=tmp_path, ssl_context=tls_certs.server if scheme == "https" else None)
     try:
         host, port = server.server_address
-        browser.get(f"http://{host}:{port}/index.html")
+        browser.get(f"{scheme}://{host}:{port}/index.html")
         result = browser.wait_for("window.__result", timeout=15)
         offered = results.get(timeout=5)
         exc = results.get(timeout=5)
@@ -88,6 +97,8 @@ def test_browser_round_trip(tmp_path: Path, browser):
     assert result["extensions"] == ""
     assert result["code"] == 4001 and result["clean"] is True
     assert exc.rcvd == (4001, "done ✓") and exc.sent == (4001, "")
+    assert "timed out" not in str(exc)
+    assert result["url"] == f"{'wss' if scheme == 'https' else 'ws'}://{host}:{port}/ws"
 
 
 COMPRESSED_PAGE = """<!doctype html>

@@ -1,4 +1,8 @@
-"""Interop with Node.js's `ws` package (a real peer threadws didn't write), both directions."""
+"""Interop with Node.js's `ws` package (a real peer threadws didn't write), both directions.
+
+The round trips and closes run over ``ws://`` and ``wss://`` (a trustme
+certificate: Node's server serves it, Node's client trusts its CA).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from threadws import MessageType
 
 from .conftest import start_server, stop_server, url_of
 from .peers.node_peer import ensure_node_ws, run_node_client, start_node_echo_server
+from .tls_tools import Certificates
 
 pytestmark = pytest.mark.interop
 
@@ -22,7 +27,13 @@ def node_ws() -> None:
     ensure_node_ws()
 
 
-def test_node_client_to_threadws_server():
+@pytest.fixture(params=["ws", "wss"])
+def tls(request: pytest.FixtureRequest) -> Certificates | None:
+    """None for ws://; for wss://, the certificates (PEM files for Node, contexts for threadws)."""
+    return request.getfixturevalue("tls_certs") if request.param == "wss" else None
+
+
+def test_node_client_to_threadws_server(tls: Certificates | None):
     closes: queue.Queue[Any] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
@@ -34,11 +45,12 @@ def test_node_client_to_threadws_server():
             raise
         closes.put(conn.close_exception)
 
-    server = start_server(handler)
+    server = start_server(handler, ssl_context=tls.server if tls else None)
+    url = url_of(server) if tls is None else url_of(server).replace("ws://", "wss://", 1)
     big = bytes(range(256)) * 1024  # 256 KiB
     try:
         report = run_node_client(
-            url_of(server),
+            url,
             [
                 {"op": "send", "text": "héllo ✓", "expect_echo": True},
                 {"op": "send", "hex": "00ff7f80", "expect_echo": True},
@@ -50,6 +62,7 @@ def test_node_client_to_threadws_server():
                 {"op": "ping", "text": "are you there"},
                 {"op": "close", "code": 4000, "reason": "bye ✓"},
             ],
+            ca=tls.ca_pem if tls else None,
         )
     finally:
         stop_server(server)
@@ -62,11 +75,15 @@ def test_node_client_to_threadws_server():
     assert report["close"]["code"] == 4000 and report["close"]["initiated_by"] == "client"
     exc = closes.get(timeout=5)
     assert exc.rcvd == (4000, "bye ✓") and exc.sent == (4000, "") and exc.rcvd_then_sent
+    assert "timed out" not in str(exc)
 
 
-def test_threadws_client_to_node_server():
-    with start_node_echo_server(control=True) as node:
-        conn = threadws.dial(node.url, ping_interval=None)
+def test_threadws_client_to_node_server(tls: Certificates | None):
+    pems = {"cert": tls.cert_pem, "key": tls.key_pem} if tls else {}
+    context = tls.client if tls else None
+    with start_node_echo_server(control=True, **pems) as node:
+        assert node.url.startswith("wss://" if tls else "ws://")
+        conn = threadws.dial(node.url, ping_interval=None, ssl_context=context)
         conn.send("héllo ✓")
         assert conn.read_message(timeout=5) == (MessageType.TEXT, "héllo ✓")
         big = bytes(range(256)) * 4096  # 1 MiB
@@ -84,21 +101,24 @@ def test_threadws_client_to_node_server():
         exc = conn.close_exception
         assert isinstance(exc, threadws.ConnectionClosedError)
         assert exc.sent == (4002, "done ✓") and exc.rcvd is not None and exc.rcvd.code == 4002
+        assert "timed out" not in str(exc)
 
         # The Node server starts the close this time.
-        conn = threadws.dial(node.url, ping_interval=None)
+        conn = threadws.dial(node.url, ping_interval=None, ssl_context=context)
         conn.send("!close 4005 server says bye")
         with pytest.raises(threadws.ConnectionClosedError) as info:
             conn.recv(timeout=5)
         assert (info.value.code, info.value.reason) == (4005, "server says bye")
         assert conn.wait_closed(5)
+        assert "timed out" not in str(conn.close_exception)
 
         # And drops TCP without a close frame.
-        conn = threadws.dial(node.url, ping_interval=None)
+        conn = threadws.dial(node.url, ping_interval=None, ssl_context=context)
         conn.send("!terminate")
         with pytest.raises(threadws.ConnectionClosedError) as info:
             conn.recv(timeout=5)
         assert info.value.code == threadws.CloseCode.ABNORMAL_CLOSURE and info.value.rcvd is None
+    assert not [e for e in node.events if e["event"] in ("error", "tls_error", "handshake_error")], node.events
 
 
 # --- permessage-deflate, both directions -------------------------------------------------

@@ -8,6 +8,12 @@
 Every close path is checked from both ends: the code and reason each side
 received and sent, and the exception class each side raises.
 
+Every test runs twice, over ``ws://`` and over ``wss://`` (the ``transport``
+fixture; a trustme certificate). Over TLS a clean close must also end promptly
+on both sides: asyncio's TLS transport sends close_notify and waits for the
+peer's (or its EOF) before it closes TCP, and neither end may be left to wait
+out its close timeout (``assert_closed_promptly``).
+
 Conventions: servers listen on port 0 and run in threads; everything is shut
 down in ``finally``; every wait (queue get, join, event) has a timeout; nothing
 sleeps to wait for a condition. threadws connections run with
@@ -19,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import queue
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +49,8 @@ from websockets.sync.server import serve as sync_serve
 import threadws
 from threadws import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, MessageType
 
+from .tls_tools import Certificates
+
 pytestmark = pytest.mark.interop
 
 #: Seconds any single wait may take; the happy paths finish in milliseconds.
@@ -57,6 +67,14 @@ assert len(BIG_TEXT.encode("utf-8")) == MIB
 
 SMALL_MESSAGES: list[str | bytes] = ["héllo wörld ✓", b"\x00\x01\xfe\xff", "", b""]
 
+WEBSOCKETS_MAJOR = int(websockets.__version__.split(".")[0])
+#: Why websockets' sync side is left out over wss before version 17 (16 is the newest on Python 3.10).
+OLD_SYNC_OVER_TLS = (
+    "websockets < 17's sync connection gives its ssl.SSLSocket a timeout from the thread that closes while "
+    "its reading thread is in recv; CPython then fails that read at once ('The read operation timed out', "
+    "PySSL_select in _ssl.c), so websockets drops the connection without reading the peer's close frame"
+)
+
 
 # --- generic helpers ------------------------------------------------------------------
 
@@ -66,6 +84,8 @@ def threads_back_to_baseline() -> Iterator[None]:
     """Every thread a test starts (ours, threadws's, websockets') must be gone at its end."""
     before = threading.active_count()
     yield
+    threadws.reuse_threads(0)  # finished connection threads wait to be reused: end them first
+    threadws.reuse_threads()
     deadline = time.monotonic() + 5.0
     step = threading.Event()  # never set: its wait() is a bounded poll step
     while threading.active_count() > before:
@@ -88,9 +108,15 @@ def join(thread: threading.Thread, timeout: float = T) -> None:
 
 
 def ws_wait_closed(ws: Any, timeout: float = T) -> bool:
-    """websockets' sync ``wait_closed`` (17+), or the same by its protocol state (16, on Python 3.10)."""
-    if hasattr(ws, "wait_closed"):
-        return bool(ws.wait_closed(timeout))
+    """Wait, from any thread, until a websockets connection has ended; False on timeout.
+
+    A sync connection's ``wait_closed`` (17+), or the same by its protocol state
+    (websockets 16 on Python 3.10, and asyncio connections, whose
+    ``wait_closed`` is a coroutine for their own event loop).
+    """
+    wait_closed = getattr(ws, "wait_closed", None)
+    if wait_closed is not None and not inspect.iscoroutinefunction(wait_closed):
+        return bool(wait_closed(timeout))
     from websockets.protocol import State
 
     deadline = time.monotonic() + timeout
@@ -109,6 +135,28 @@ def ws_close(close: Any) -> tuple[int, str] | None:
 def tw_close(close: Any) -> tuple[int, str] | None:
     """A threadws ``Close`` (or None) as a plain ``(code, reason)`` tuple."""
     return None if close is None else (int(close.code), close.reason)
+
+
+def assert_closed_promptly(tw_exc: ConnectionClosed | None, ws: Any) -> None:
+    """Neither end waited out its close timeout and tore the connection down instead.
+
+    After a clean closing handshake over TLS, asyncio's TLS transport sends
+    close_notify and waits for the peer's (or its TCP EOF) before it closes
+    TCP: a threadws client that waited for the server's EOF instead would
+    leave websockets to give up at its close timeout (it then records a
+    TimeoutError, and its asyncio handlers see the close only then), and
+    threadws would time out too.
+    """
+    if tw_exc is not None:
+        assert "timed out" not in str(tw_exc), f"threadws waited out its close timeout: {tw_exc}"
+    if ws is not None:
+        # A websockets connection, sync or asyncio (the error is its connection_exc in 17+,
+        # its recv_exc before), or the ConnectionClosed it raised.
+        if isinstance(ws, BaseException):
+            cause = ws.__cause__
+        else:
+            cause = getattr(ws, "connection_exc", None) or getattr(ws, "recv_exc", None)
+        assert not isinstance(cause, TimeoutError), f"websockets waited out its close timeout: {cause!r}"
 
 
 def drain(conn: threadws.Conn) -> ConnectionClosed:
@@ -133,100 +181,148 @@ def kind(data: str | bytes) -> MessageType:
     return MessageType.TEXT if isinstance(data, str) else MessageType.BINARY
 
 
-# --- servers and clients ----------------------------------------------------------------
+# --- servers and clients, over ws:// or wss:// ----------------------------------------------
 
 
-@contextlib.contextmanager
-def threadws_server(handler: Callable[[threadws.Conn], Any], **settings: Any) -> Iterator[str]:
-    """A threadws server on a free port, serving in a thread; yields its ws:// URL."""
-    settings.setdefault("ping_interval", None)
-    settings.setdefault("close_timeout", T)
-    server = threadws.serve(handler, "127.0.0.1", 0, upgrader=threadws.Upgrader(**settings))
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="test-threadws-serve", daemon=True
-    )
-    thread.start()
-    try:
-        host, port = server.server_address
-        yield f"ws://{host}:{port}/"
-    finally:
-        server.shutdown(timeout=T)
-        join(thread)
+class Transport:
+    """``ws://``, or ``wss://`` with a trustme certificate that every client here trusts.
 
+    Every test runs over both (the ``transport`` fixture): the servers and
+    clients below are the only code that differs, so a test reads the same
+    either way. Over TLS, websockets uses ``ssl.SSLSocket`` (sync) and
+    asyncio's TLS transport; threadws its own TLS in memory.
 
-@contextlib.contextmanager
-def sync_server(handler: Callable[[Any], Any], **kwargs: Any) -> Iterator[str]:
-    """A websockets sync server on a free port, serving in a thread; yields its URL."""
-    kwargs.setdefault("ping_interval", None)
-    kwargs.setdefault("close_timeout", T)
-    kwargs.setdefault("max_size", BIG)
-    server = sync_serve(handler, "127.0.0.1", 0, **kwargs)
-    thread = threading.Thread(target=server.serve_forever, name="test-websockets-serve", daemon=True)
-    thread.start()
-    try:
-        port = server.socket.getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/"
-    finally:
-        # websockets' shutdown() has no timeout of its own: bound it from outside.
-        stopper = threading.Thread(target=server.shutdown, name="test-websockets-shutdown", daemon=True)
-        stopper.start()
-        join(stopper, 2 * T)
-        join(thread)
+    websockets' sync client speaks TLS 1.2 here, everything else TLS 1.3. That
+    client starts its reading thread before it sends the HTTP request, so two
+    threads use its one ``SSLSocket`` at once (what threadws avoids, see
+    threadws._tls). Under TLS 1.3 the server's session tickets arrive just
+    after the handshake; when the reading thread takes them in while the other
+    thread writes the request, OpenSSL can lose the request, and the
+    handshake times out (about one connection in 30 on this machine against
+    threadws's server: the request never reaches the wire; never with tickets
+    off, nor with TLS 1.2, whose tickets come inside the handshake).
+    """
 
+    def __init__(self, certs: Certificates | None) -> None:
+        self.certs = certs
+        self.scheme = "ws" if certs is None else "wss"
+        #: ``ssl=`` for websockets' servers and clients (nothing for ws://).
+        self.server_ssl: dict[str, Any] = {} if certs is None else {"ssl": certs.server}
+        self.client_ssl: dict[str, Any] = {} if certs is None else {"ssl": certs.client}
+        self.sync_client_ssl: dict[str, Any] = {}
+        if certs is not None:
+            tls12 = ssl.create_default_context(cafile=certs.ca_pem)
+            tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+            self.sync_client_ssl = {"ssl": tls12}
 
-def sync_client(url: str, **kwargs: Any) -> Any:
-    kwargs.setdefault("ping_interval", None)
-    kwargs.setdefault("close_timeout", T)
-    kwargs.setdefault("open_timeout", T)
-    kwargs.setdefault("max_size", BIG)
-    return sync_connect(url, **kwargs)
+    def url(self, port: int, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{port}/"
 
+    def serve_threadws(self, handler: Callable[[threadws.Conn], Any], **settings: Any) -> threadws.Server:
+        """A threadws server on a free port (not yet serving)."""
+        settings.setdefault("ping_interval", None)
+        settings.setdefault("close_timeout", T)
+        context = None if self.certs is None else self.certs.server
+        return threadws.serve(handler, "127.0.0.1", 0, upgrader=threadws.Upgrader(**settings), ssl_context=context)
 
-@contextlib.contextmanager
-def threadws_client(url: str, **kwargs: Any) -> Iterator[threadws.Conn]:
-    kwargs.setdefault("ping_interval", None)
-    kwargs.setdefault("close_timeout", T)
-    kwargs.setdefault("timeout", T)
-    conn = threadws.dial(url, **kwargs)
-    try:
-        yield conn
-    finally:
-        conn.abort()  # a no-op once the connection has ended
-        assert conn.wait_closed(T)
-
-
-@contextlib.contextmanager
-def asyncio_server(handler: Callable[[Any], Any], **kwargs: Any) -> Iterator[str]:
-    """A websockets asyncio server on its own event loop in its own thread; yields its URL."""
-    kwargs.setdefault("ping_interval", None)
-    kwargs.setdefault("close_timeout", T)
-    kwargs.setdefault("max_size", BIG)
-    ready: queue.Queue[Any] = queue.Queue()
-    control: dict[str, Any] = {}
-
-    async def main() -> None:
-        control["loop"] = asyncio.get_running_loop()
-        control["stop"] = stop = asyncio.Event()
+    @contextlib.contextmanager
+    def threadws_server(self, handler: Callable[[threadws.Conn], Any], **settings: Any) -> Iterator[str]:
+        """A threadws server on a free port, serving in a thread; yields its URL."""
+        server = self.serve_threadws(handler, **settings)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="test-threadws-serve", daemon=True
+        )
+        thread.start()
         try:
-            async with async_serve(handler, "127.0.0.1", 0, **kwargs) as server:
-                ready.put(server.sockets[0].getsockname()[1])
-                await stop.wait()
-        except BaseException as exc:
-            ready.put(exc)
-            raise
+            yield self.url(server.server_address[1])
+        finally:
+            server.shutdown(timeout=T)
+            join(thread)
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="test-asyncio-server", daemon=True)
-    thread.start()
-    try:
-        port = get(ready, "the asyncio server to listen")
-        if isinstance(port, BaseException):
-            raise port
-        yield f"ws://127.0.0.1:{port}/"
-    finally:
-        loop = control.get("loop")
-        if loop is not None and "stop" in control:
-            loop.call_soon_threadsafe(control["stop"].set)
-        join(thread, 2 * T)
+    @contextlib.contextmanager
+    def sync_server(self, handler: Callable[[Any], Any], **kwargs: Any) -> Iterator[str]:
+        """A websockets sync server on a free port, serving in a thread; yields its URL."""
+        if self.certs is not None and WEBSOCKETS_MAJOR < 17:
+            pytest.skip(OLD_SYNC_OVER_TLS)
+        kwargs.setdefault("ping_interval", None)
+        kwargs.setdefault("close_timeout", T)
+        kwargs.setdefault("max_size", BIG)
+        server = sync_serve(handler, "127.0.0.1", 0, **self.server_ssl, **kwargs)
+        thread = threading.Thread(target=server.serve_forever, name="test-websockets-serve", daemon=True)
+        thread.start()
+        try:
+            yield self.url(server.socket.getsockname()[1])
+        finally:
+            # websockets' shutdown() has no timeout of its own: bound it from outside.
+            stopper = threading.Thread(target=server.shutdown, name="test-websockets-shutdown", daemon=True)
+            stopper.start()
+            join(stopper, 2 * T)
+            join(thread)
+
+    def sync_client(self, url: str, **kwargs: Any) -> Any:
+        if self.certs is not None and WEBSOCKETS_MAJOR < 17:
+            pytest.skip(OLD_SYNC_OVER_TLS)
+        kwargs.setdefault("ping_interval", None)
+        kwargs.setdefault("close_timeout", T)
+        kwargs.setdefault("open_timeout", T)
+        kwargs.setdefault("max_size", BIG)
+        return sync_connect(url, **self.sync_client_ssl, **kwargs)
+
+    @contextlib.contextmanager
+    def threadws_client(self, url: str, **kwargs: Any) -> Iterator[threadws.Conn]:
+        kwargs.setdefault("ping_interval", None)
+        kwargs.setdefault("close_timeout", T)
+        kwargs.setdefault("timeout", T)
+        if self.certs is not None:
+            kwargs.setdefault("ssl_context", self.certs.client)
+        conn = threadws.dial(url, **kwargs)
+        try:
+            yield conn
+        finally:
+            conn.abort()  # a no-op once the connection has ended
+            assert conn.wait_closed(T)
+
+    def async_connect(self, url: str, **kwargs: Any) -> Any:
+        """websockets' asyncio ``connect`` (use it in ``async with``)."""
+        return async_connect(url, **self.client_ssl, **kwargs)
+
+    @contextlib.contextmanager
+    def asyncio_server(self, handler: Callable[[Any], Any], **kwargs: Any) -> Iterator[str]:
+        """A websockets asyncio server on its own event loop in its own thread; yields its URL."""
+        kwargs.setdefault("ping_interval", None)
+        kwargs.setdefault("close_timeout", T)
+        kwargs.setdefault("max_size", BIG)
+        ready: queue.Queue[Any] = queue.Queue()
+        control: dict[str, Any] = {}
+
+        async def main() -> None:
+            control["loop"] = asyncio.get_running_loop()
+            control["stop"] = stop = asyncio.Event()
+            try:
+                async with async_serve(handler, "127.0.0.1", 0, **self.server_ssl, **kwargs) as server:
+                    ready.put(server.sockets[0].getsockname()[1])
+                    await stop.wait()
+            except BaseException as exc:
+                ready.put(exc)
+                raise
+
+        thread = threading.Thread(target=asyncio.run, args=(main(),), name="test-asyncio-server", daemon=True)
+        thread.start()
+        try:
+            port = get(ready, "the asyncio server to listen")
+            if isinstance(port, BaseException):
+                raise port
+            yield self.url(port)
+        finally:
+            loop = control.get("loop")
+            if loop is not None and "stop" in control:
+                loop.call_soon_threadsafe(control["stop"].set)
+            join(thread, 2 * T)
+
+
+@pytest.fixture(params=["ws", "wss"])
+def transport(request: pytest.FixtureRequest) -> Transport:
+    return Transport(request.getfixturevalue("tls_certs") if request.param == "wss" else None)
 
 
 def run_asyncio(coro_fn: Callable[[], Any], timeout: float = 2 * T) -> Any:
@@ -273,10 +369,10 @@ def recording_echo(record: queue.Queue[Any]) -> Callable[[threadws.Conn], None]:
     return handler
 
 
-def test_sync_client_text_binary_empty_round_trip():
+def test_sync_client_text_binary_empty_round_trip(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with threadws_server(recording_echo(record)) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(recording_echo(record)) as url:
+        with transport.sync_client(url) as ws:
             assert ws.response.headers.get("Sec-WebSocket-Extensions") is None  # threadws negotiates none
             for message in SMALL_MESSAGES:
                 ws.send(message)
@@ -295,10 +391,10 @@ def test_sync_client_text_binary_empty_round_trip():
         assert isinstance(end[1], ConnectionClosedOK)
 
 
-def test_sync_client_one_mib_messages_both_ways():
+def test_sync_client_one_mib_messages_both_ways(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with threadws_server(recording_echo(record)) as url:
-        with sync_client(url, max_size=BIG) as ws:
+    with transport.threadws_server(recording_echo(record)) as url:
+        with transport.sync_client(url, max_size=BIG) as ws:
             for message in (BIG_BINARY, BIG_TEXT):
                 ws.send(message)
                 message_type, data = get(record, "threadws to read 1 MiB")
@@ -309,10 +405,10 @@ def test_sync_client_one_mib_messages_both_ways():
 
 
 @pytest.mark.parametrize("fragmented", [False, True], ids=["whole", "fragmented"])
-def test_sync_client_message_over_threadws_read_limit_closes_1009(fragmented):
+def test_sync_client_message_over_threadws_read_limit_closes_1009(transport, fragmented):
     record: queue.Queue[Any] = queue.Queue()
-    with threadws_server(recording_echo(record)) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(recording_echo(record)) as url:
+        with transport.sync_client(url) as ws:
             too_big = BIG_BINARY + b"!"
             if fragmented:  # the limit counts the whole message, across fragments
                 ws.send([too_big[i : i + 65536] for i in range(0, len(too_big), 65536)])
@@ -327,10 +423,10 @@ def test_sync_client_message_over_threadws_read_limit_closes_1009(fragmented):
         assert tw_exc.sent is not None and tw_exc.sent.code == 1009
 
 
-def test_sync_client_fragmented_messages_are_reassembled():
+def test_sync_client_fragmented_messages_are_reassembled(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with threadws_server(recording_echo(record)) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(recording_echo(record)) as url:
+        with transport.sync_client(url) as ws:
             pongs: list[threading.Event] = []
 
             def with_ping_in_the_middle() -> Iterator[bytes]:
@@ -355,10 +451,10 @@ def test_sync_client_fragmented_messages_are_reassembled():
             assert len(pongs) == 1 and pongs[0].wait(T), "threadws did not answer the ping between fragments"
 
 
-def test_sync_client_pings_threadws_server():
+def test_sync_client_pings_threadws_server(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with threadws_server(recording_echo(record)) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(recording_echo(record)) as url:
+        with transport.sync_client(url) as ws:
             assert ws.ping(b"x").wait(T), "no pong for b'x'"
             assert ws.ping(b"").wait(T), "no pong for an empty ping"
             assert ws.ping(bytes(range(125))).wait(T), "no pong for a 125-byte ping"
@@ -366,7 +462,7 @@ def test_sync_client_pings_threadws_server():
             assert ws.recv(timeout=T) == "still open"
 
 
-def test_threadws_server_pings_sync_client():
+def test_threadws_server_pings_sync_client(transport):
     pongs: queue.Queue[bytes] = queue.Queue()
     record: queue.Queue[Any] = queue.Queue()
 
@@ -375,14 +471,14 @@ def test_threadws_server_pings_sync_client():
         conn.write_control(MessageType.PING, b"abc")
         record.put(drain(conn))
 
-    with threadws_server(handler) as url:
-        with sync_client(url):
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url):
             assert get(pongs, "threadws's pong handler") == b"abc"
         assert isinstance(get(record), ConnectionClosedOK)
 
 
 @pytest.mark.parametrize(("code", "reason"), [(1000, "done"), (4000, "custom")])
-def test_threadws_server_closes_sync_client(code, reason):
+def test_threadws_server_closes_sync_client(transport, code, reason):
     record: queue.Queue[Any] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
@@ -390,8 +486,8 @@ def test_threadws_server_closes_sync_client(code, reason):
         record.put(conn.close_exception)
 
     ok = code == 1000
-    with threadws_server(handler) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url) as ws:
             exc = ws_drain(ws)
             assert isinstance(exc, WsClosedOK if ok else WsClosedError)
             assert ws_close(exc.rcvd) == (code, reason)
@@ -401,20 +497,21 @@ def test_threadws_server_closes_sync_client(code, reason):
         assert isinstance(tw_exc, ConnectionClosedOK if ok else ConnectionClosedError)
         assert tw_close(tw_exc.sent) == (code, reason)
         assert tw_close(tw_exc.rcvd) == (code, reason)
+        assert_closed_promptly(tw_exc, ws)
         # tw_exc.rcvd_then_sent is checked in test_threadws_close_order_when_echo_beats_writer:
         # here it depends on thread scheduling.
 
 
 @pytest.mark.parametrize(("code", "reason"), [(1001, ""), (4001, "bye")])
-def test_sync_client_closes_threadws_server(code, reason):
+def test_sync_client_closes_threadws_server(transport, code, reason):
     record: queue.Queue[Any] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
         record.put(drain(conn))
 
     ok = code == 1001
-    with threadws_server(handler) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url) as ws:
             ws.close(code, reason)
             assert ws_wait_closed(ws)
             assert ws_close(ws.protocol.close_sent) == (code, reason)
@@ -428,17 +525,18 @@ def test_sync_client_closes_threadws_server(code, reason):
         assert tw_close(tw_exc.sent) == (code, "")
         assert tw_exc.code == code and tw_exc.reason == reason
         assert tw_exc.rcvd_then_sent is True and tw_exc.clean
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_sync_client_closes_without_status_code():
+def test_sync_client_closes_without_status_code(transport):
     """An empty close frame means 1005 (no status) on both ends, and is a normal closure."""
     record: queue.Queue[Any] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
         record.put(drain(conn))
 
-    with threadws_server(handler) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url) as ws:
             ws.close(code=None)  # type: ignore[arg-type]  # websockets sends an empty close frame
             assert ws_wait_closed(ws)
             assert ws_close(ws.protocol.close_sent) == (1005, "")
@@ -446,9 +544,10 @@ def test_sync_client_closes_without_status_code():
         tw_exc = get(record, "threadws to see the close")
         assert isinstance(tw_exc, ConnectionClosedOK)
         assert tw_close(tw_exc.rcvd) == (1005, "") and tw_close(tw_exc.sent) == (1005, "")
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_threadws_server_write_control_empty_close():
+def test_threadws_server_write_control_empty_close(transport):
     """write_control(CLOSE, b"") is documented to send an empty close payload (1005, no status)."""
     record: queue.Queue[Any] = queue.Queue()
 
@@ -456,8 +555,8 @@ def test_threadws_server_write_control_empty_close():
         conn.write_control(MessageType.CLOSE, b"")
         record.put(drain(conn))
 
-    with threadws_server(handler) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url) as ws:
             exc = ws_drain(ws)
         tw_exc = get(record, "threadws to finish closing")
         # What threadws says it sent must be what went on the wire.
@@ -467,7 +566,7 @@ def test_threadws_server_write_control_empty_close():
 
 
 @pytest.mark.parametrize("role", ["server", "client"])
-def test_threadws_close_order_when_it_closes_first(role):
+def test_threadws_close_order_when_it_closes_first(transport, role):
     """threadws closed first, so the exception must say "sent ...; then received ...".
 
     On loopback the peer's echo often reaches threadws's reader before its
@@ -482,14 +581,14 @@ def test_threadws_close_order_when_it_closes_first(role):
             record.put(conn.close_exception)
 
         if role == "server":
-            with threadws_server(close_first) as url:
-                with sync_client(url) as ws:
+            with transport.threadws_server(close_first) as url:
+                with transport.sync_client(url) as ws:
                     exc = ws_drain(ws)
             tw_exc = get(record, "threadws's close to finish")
         else:
             peer: queue.Queue[Any] = queue.Queue()
-            with sync_server(sync_recording_echo(peer)) as url:
-                with threadws_client(url) as conn:
+            with transport.sync_server(sync_recording_echo(peer)) as url:
+                with transport.threadws_client(url) as conn:
                     close_first(conn)
                 exc = get(peer, "websockets to see the close")[1]
             tw_exc = get(record)
@@ -498,16 +597,17 @@ def test_threadws_close_order_when_it_closes_first(role):
         assert tw_close(tw_exc.sent) == (1000, "done") and tw_close(tw_exc.rcvd) == (1000, "done")
         assert tw_exc.rcvd_then_sent is False, f"threadws closed first, but reports: {tw_exc}"
         assert str(tw_exc).startswith("sent 1000")
+        assert_closed_promptly(tw_exc, exc)
 
 
-def test_threadws_handler_return_closes_1000():
+def test_threadws_handler_return_closes_1000(transport):
     conns: queue.Queue[threadws.Conn] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
         conns.put(conn)
 
-    with threadws_server(handler) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url) as ws:
             exc = ws_drain(ws)
             assert isinstance(exc, WsClosedOK)
             assert ws_close(exc.rcvd) == (1000, "") and ws_close(exc.sent) == (1000, "")
@@ -516,9 +616,10 @@ def test_threadws_handler_return_closes_1000():
         tw_exc = conn.close_exception
         assert isinstance(tw_exc, ConnectionClosedOK)
         assert tw_close(tw_exc.sent) == (1000, "") and tw_close(tw_exc.rcvd) == (1000, "")
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_threadws_handler_raise_closes_1011(caplog):
+def test_threadws_handler_raise_closes_1011(transport, caplog):
     conns: queue.Queue[threadws.Conn] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
@@ -526,8 +627,8 @@ def test_threadws_handler_raise_closes_1011(caplog):
         raise RuntimeError("handler failed on purpose")
 
     with caplog.at_level(logging.ERROR, logger="threadws"):
-        with threadws_server(handler) as url:
-            with sync_client(url) as ws:
+        with transport.threadws_server(handler) as url:
+            with transport.sync_client(url) as ws:
                 exc = ws_drain(ws)
                 assert isinstance(exc, WsClosedError)
                 assert ws_close(exc.rcvd) == (1011, "internal error")
@@ -541,7 +642,7 @@ def test_threadws_handler_raise_closes_1011(caplog):
     assert "handler failed on purpose" in caplog.text
 
 
-def test_sync_client_drops_tcp_threadws_server_sees_1006():
+def test_sync_client_drops_tcp_threadws_server_sees_1006(transport):
     record: queue.Queue[Any] = queue.Queue()
     started = threading.Event()
 
@@ -549,8 +650,8 @@ def test_sync_client_drops_tcp_threadws_server_sees_1006():
         started.set()
         record.put(drain(conn))
 
-    with threadws_server(handler) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url) as ws:
             assert started.wait(T)
             ws.socket.shutdown(socket.SHUT_RDWR)  # TCP FIN, no close frame
             assert ws_wait_closed(ws)
@@ -561,15 +662,15 @@ def test_sync_client_drops_tcp_threadws_server_sees_1006():
         assert tw_exc.rcvd is None and tw_exc.sent is None and not tw_exc.clean
 
 
-def test_threadws_server_abort_sync_client_sees_1006():
+def test_threadws_server_abort_sync_client_sees_1006(transport):
     conns: queue.Queue[threadws.Conn] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
         conn.abort()
         conns.put(conn)
 
-    with threadws_server(handler) as url:
-        with sync_client(url) as ws:
+    with transport.threadws_server(handler) as url:
+        with transport.sync_client(url) as ws:
             exc = ws_drain(ws)
             assert isinstance(exc, WsClosedError)
             assert exc.rcvd is None and exc.sent is None
@@ -582,7 +683,7 @@ def test_threadws_server_abort_sync_client_sees_1006():
         assert "aborted" in str(tw_exc)
 
 
-def test_threadws_server_shutdown_closes_sync_client_1001():
+def test_threadws_server_shutdown_closes_sync_client_1001(transport):
     record: queue.Queue[Any] = queue.Queue()
     started = threading.Event()
 
@@ -590,12 +691,11 @@ def test_threadws_server_shutdown_closes_sync_client_1001():
         started.set()
         record.put(drain(conn))
 
-    server = threadws.serve(handler, "127.0.0.1", 0, upgrader=threadws.Upgrader(ping_interval=None, close_timeout=T))
+    server = transport.serve_threadws(handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="test-threadws-serve", daemon=True)
     thread.start()
     try:
-        host, port = server.server_address
-        with sync_client(f"ws://{host}:{port}/") as ws:
+        with transport.sync_client(transport.url(server.server_address[1])) as ws:
             assert started.wait(T)
             server.shutdown(timeout=T)
             exc = ws_drain(ws)
@@ -632,10 +732,10 @@ def sync_recording_echo(record: queue.Queue[Any]) -> Callable[[Any], None]:
     return handler
 
 
-def test_threadws_client_text_binary_empty_round_trip():
+def test_threadws_client_text_binary_empty_round_trip(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with sync_server(sync_recording_echo(record)) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(sync_recording_echo(record)) as url:
+        with transport.threadws_client(url) as conn:
             assert conn.response_headers.get("Sec-WebSocket-Extensions") is None
             for message in SMALL_MESSAGES:
                 conn.send(message)
@@ -654,10 +754,10 @@ def test_threadws_client_text_binary_empty_round_trip():
         assert isinstance(get(record)[1], WsClosedOK)
 
 
-def test_threadws_client_one_mib_messages_both_ways():
+def test_threadws_client_one_mib_messages_both_ways(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with sync_server(sync_recording_echo(record), max_size=BIG) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(sync_recording_echo(record), max_size=BIG) as url:
+        with transport.threadws_client(url) as conn:
             for message in (BIG_BINARY, BIG_TEXT):
                 conn.send(message)
                 got = get(record, "websockets to read 1 MiB")
@@ -668,10 +768,10 @@ def test_threadws_client_one_mib_messages_both_ways():
             conn.close()
 
 
-def test_threadws_client_message_over_websockets_max_size_closes_1009():
+def test_threadws_client_message_over_websockets_max_size_closes_1009(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with sync_server(sync_recording_echo(record), max_size=MIB) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(sync_recording_echo(record), max_size=MIB) as url:
+        with transport.threadws_client(url) as conn:
             conn.send(BIG_BINARY + b"!")
             tw_exc = drain(conn)
             assert isinstance(tw_exc, ConnectionClosedError)
@@ -681,7 +781,7 @@ def test_threadws_client_message_over_websockets_max_size_closes_1009():
         assert exc.sent is not None and exc.sent.code == 1009
 
 
-def test_sync_server_fragmented_messages_to_threadws_client():
+def test_sync_server_fragmented_messages_to_threadws_client(transport):
     done: queue.Queue[Any] = queue.Queue()
 
     def handler(ws: Any) -> None:
@@ -701,8 +801,8 @@ def test_sync_server_fragmented_messages_to_threadws_client():
         done.put(pong is not None and pong.wait(T))
         done.put(ws_drain(ws))
 
-    with sync_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(handler) as url:
+        with transport.threadws_client(url) as conn:
             assert conn.read_message(timeout=T) == (MessageType.BINARY, b"abcdef")
             assert conn.read_message(timeout=T) == (MessageType.TEXT, "fragé")
             assert conn.read_message(timeout=T) == (MessageType.TEXT, "café!")
@@ -714,7 +814,7 @@ def test_sync_server_fragmented_messages_to_threadws_client():
         assert isinstance(get(done), WsClosedOK)
 
 
-def test_sync_server_pings_threadws_client():
+def test_sync_server_pings_threadws_client(transport):
     done: queue.Queue[Any] = queue.Queue()
     seen: queue.Queue[bytes] = queue.Queue()
     custom_installed = threading.Event()
@@ -727,8 +827,8 @@ def test_sync_server_pings_threadws_client():
         done.put(ws.ping(b"y").wait(T))
         done.put(ws_drain(ws))
 
-    with sync_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(handler) as url:
+        with transport.threadws_client(url) as conn:
 
             def ping_handler(payload: bytes) -> None:
                 seen.put(payload)
@@ -746,11 +846,11 @@ def test_sync_server_pings_threadws_client():
         assert isinstance(get(done), WsClosedOK)
 
 
-def test_threadws_client_pings_sync_server():
+def test_threadws_client_pings_sync_server(transport):
     record: queue.Queue[Any] = queue.Queue()
     pongs: queue.Queue[bytes] = queue.Queue()
-    with sync_server(sync_recording_echo(record)) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(sync_recording_echo(record)) as url:
+        with transport.threadws_client(url) as conn:
             conn.set_pong_handler(pongs.put)
             conn.write_control(MessageType.PING, b"abc", deadline=time.monotonic() + T)
             assert get(pongs, "threadws's pong handler") == b"abc"
@@ -761,11 +861,11 @@ def test_threadws_client_pings_sync_server():
 
 
 @pytest.mark.parametrize(("code", "reason"), [(1000, "done"), (4000, "custom")])
-def test_threadws_client_closes_sync_server(code, reason):
+def test_threadws_client_closes_sync_server(transport, code, reason):
     record: queue.Queue[Any] = queue.Queue()
     ok = code == 1000
-    with sync_server(sync_recording_echo(record)) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(sync_recording_echo(record)) as url:
+        with transport.threadws_client(url) as conn:
             conn.close(code, reason)
             assert conn.closed
             tw_exc = conn.close_exception
@@ -780,47 +880,50 @@ def test_threadws_client_closes_sync_server(code, reason):
         assert kind_ == "end" and isinstance(exc, WsClosedOK if ok else WsClosedError)
         assert ws_close(exc.rcvd) == (code, reason) and ws_close(exc.sent) == (code, reason)
         assert exc.rcvd_then_sent is True
+        assert_closed_promptly(tw_exc, exc)
 
 
 @pytest.mark.parametrize(("code", "reason"), [(1001, ""), (4001, "bye")])
-def test_sync_server_closes_threadws_client(code, reason):
+def test_sync_server_closes_threadws_client(transport, code, reason):
     record: queue.Queue[Any] = queue.Queue()
 
     def handler(ws: Any) -> None:
         ws.close(code, reason)
-        record.put((ws_close(ws.protocol.close_sent), ws_close(ws.protocol.close_rcvd), ws.protocol.close_exc))
+        record.put((ws_close(ws.protocol.close_sent), ws_close(ws.protocol.close_rcvd), ws.protocol.close_exc, ws))
 
     ok = code == 1001
-    with sync_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(handler) as url:
+        with transport.threadws_client(url) as conn:
             tw_exc = drain(conn)
             assert isinstance(tw_exc, ConnectionClosedOK if ok else ConnectionClosedError)
             assert tw_close(tw_exc.rcvd) == (code, reason)
             assert tw_close(tw_exc.sent) == (code, "")
             assert tw_exc.rcvd_then_sent is True and tw_exc.clean
             assert conn.wait_closed(T)
-        sent, rcvd, exc = get(record, "websockets' close to finish")
+        sent, rcvd, exc, ws = get(record, "websockets' close to finish")
         assert sent == (code, reason) and rcvd == (code, "")
         assert isinstance(exc, WsClosedOK if ok else WsClosedError)
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_sync_server_handler_return_closes_1000():
+def test_sync_server_handler_return_closes_1000(transport):
     conns: queue.Queue[Any] = queue.Queue()
 
     def handler(ws: Any) -> None:
         conns.put(ws)
 
-    with sync_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(handler) as url:
+        with transport.threadws_client(url) as conn:
             tw_exc = drain(conn)
             assert isinstance(tw_exc, ConnectionClosedOK)
             assert tw_close(tw_exc.rcvd) == (1000, "") and tw_close(tw_exc.sent) == (1000, "")
         ws = get(conns)
         assert ws_wait_closed(ws)
         assert ws_close(ws.protocol.close_sent) == (1000, "") and ws_close(ws.protocol.close_rcvd) == (1000, "")
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_sync_server_handler_raise_closes_1011(caplog):
+def test_sync_server_handler_raise_closes_1011(transport, caplog):
     conns: queue.Queue[Any] = queue.Queue()
 
     def handler(ws: Any) -> None:
@@ -828,8 +931,8 @@ def test_sync_server_handler_raise_closes_1011(caplog):
         raise RuntimeError("websockets handler failed on purpose")
 
     with caplog.at_level(logging.CRITICAL, logger="websockets"):  # the traceback is expected
-        with sync_server(handler) as url:
-            with threadws_client(url) as conn:
+        with transport.sync_server(handler) as url:
+            with transport.threadws_client(url) as conn:
                 tw_exc = drain(conn)
                 assert isinstance(tw_exc, ConnectionClosedError)
                 assert tw_close(tw_exc.rcvd) == (1011, "") and tw_close(tw_exc.sent) == (1011, "")
@@ -839,15 +942,15 @@ def test_sync_server_handler_raise_closes_1011(caplog):
             assert ws_close(ws.protocol.close_rcvd) == (1011, "")
 
 
-def test_sync_server_drops_tcp_threadws_client_sees_1006():
+def test_sync_server_drops_tcp_threadws_client_sees_1006(transport):
     conns: queue.Queue[Any] = queue.Queue()
 
     def handler(ws: Any) -> None:
         ws.socket.shutdown(socket.SHUT_RDWR)  # TCP FIN, no close frame
         conns.put(ws)
 
-    with sync_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(handler) as url:
+        with transport.threadws_client(url) as conn:
             tw_exc = drain(conn)
             assert isinstance(tw_exc, ConnectionClosedError)
             assert tw_exc.code == 1006 and tw_exc.rcvd is None and tw_exc.sent is None
@@ -857,10 +960,10 @@ def test_sync_server_drops_tcp_threadws_client_sees_1006():
         assert ws.close_code == 1006
 
 
-def test_threadws_client_abort_sync_server_sees_1006():
+def test_threadws_client_abort_sync_server_sees_1006(transport):
     record: queue.Queue[Any] = queue.Queue()
-    with sync_server(sync_recording_echo(record)) as url:
-        with threadws_client(url) as conn:
+    with transport.sync_server(sync_recording_echo(record)) as url:
+        with transport.threadws_client(url) as conn:
             conn.send("hello")
             assert get(record) == "hello"  # the server is in its read loop
             conn.abort()
@@ -877,22 +980,22 @@ def test_threadws_client_abort_sync_server_sees_1006():
 
 
 @pytest.mark.skipif(
-    int(websockets.__version__.split(".")[0]) < 17,
+    WEBSOCKETS_MAJOR < 17,
     reason="websockets 16 (the newest for Python 3.10) leaves open connections open on Server.shutdown()",
 )
-def test_sync_server_shutdown_closes_threadws_client_1001():
+def test_sync_server_shutdown_closes_threadws_client_1001(transport):
     started = threading.Event()
 
     def handler(ws: Any) -> None:
         started.set()
         ws_drain(ws)
 
-    server = sync_serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=T)
+    server = sync_serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=T, **transport.server_ssl)
     thread = threading.Thread(target=server.serve_forever, name="test-websockets-serve", daemon=True)
     thread.start()
     stopper = threading.Thread(target=server.shutdown, name="test-websockets-shutdown", daemon=True)
     try:
-        with threadws_client(f"ws://127.0.0.1:{server.socket.getsockname()[1]}/") as conn:
+        with transport.threadws_client(transport.url(server.socket.getsockname()[1])) as conn:
             assert started.wait(T)
             stopper.start()
             tw_exc = drain(conn)
@@ -911,11 +1014,11 @@ def test_sync_server_shutdown_closes_threadws_client_1001():
 # ======================================================================================
 
 
-def test_asyncio_client_round_trip_threadws_server():
+def test_asyncio_client_round_trip_threadws_server(transport):
     record: queue.Queue[Any] = queue.Queue()
 
     async def client(url: str) -> dict[str, Any]:
-        async with async_connect(url, ping_interval=None, close_timeout=T, max_size=BIG) as ws:
+        async with transport.async_connect(url, ping_interval=None, close_timeout=T, max_size=BIG) as ws:
             got: list[Any] = []
             for message in ("héllo ✓", b"\x00\xff", BIG_BINARY):
                 await ws.send(message)
@@ -940,9 +1043,10 @@ def test_asyncio_client_round_trip_threadws_server():
                 "end": end,
                 "sent": ws_close(ws.protocol.close_sent),
                 "rcvd": ws_close(ws.protocol.close_rcvd),
+                "ws": ws,  # ended: close() waited for that
             }
 
-    with threadws_server(recording_echo(record)) as url:
+    with transport.threadws_server(recording_echo(record)) as url:
         result = run_asyncio(lambda: client(url))
         assert result["got"] == ["héllo ✓", b"\x00\xff", BIG_BINARY, "async frag"]
         assert [type(x) for x in result["got"]] == [str, bytes, bytes, str]
@@ -959,9 +1063,10 @@ def test_asyncio_client_round_trip_threadws_server():
         kind_, tw_exc = get(record, "threadws to see the close")
         assert kind_ == "end" and isinstance(tw_exc, ConnectionClosedOK)
         assert tw_close(tw_exc.rcvd) == (1000, "done") and tw_close(tw_exc.sent) == (1000, "")
+        assert_closed_promptly(tw_exc, result["ws"])
 
 
-def test_threadws_server_closes_asyncio_client_4000():
+def test_threadws_server_closes_asyncio_client_4000(transport):
     record: queue.Queue[Any] = queue.Queue()
 
     def handler(conn: threadws.Conn) -> None:
@@ -969,38 +1074,40 @@ def test_threadws_server_closes_asyncio_client_4000():
         conn.close(4000, "custom")
         record.put(conn.close_exception)
 
-    async def client(url: str) -> tuple[Any, Any]:
-        async with async_connect(url, ping_interval=None, close_timeout=T) as ws:
+    async def client(url: str) -> tuple[Any, Any, Any]:
+        end: Any = None
+        async with transport.async_connect(url, ping_interval=None, close_timeout=T) as ws:
             await ws.send(b"bin")
             echoed = await arecv(ws)
             try:
                 await arecv(ws)
             except WsClosed as exc:
-                return echoed, exc
-        raise AssertionError("the connection did not close")
+                end = exc
+        return echoed, end, ws  # leaving "async with" waited for the connection to end
 
-    with threadws_server(handler) as url:
-        echoed, exc = run_asyncio(lambda: client(url))
+    with transport.threadws_server(handler) as url:
+        echoed, exc, ws = run_asyncio(lambda: client(url))
         assert echoed == b"bin"
         assert isinstance(exc, WsClosedError)
         assert ws_close(exc.rcvd) == (4000, "custom") and ws_close(exc.sent) == (4000, "custom")
         tw_exc = get(record, "threadws's close to finish")
         assert isinstance(tw_exc, ConnectionClosedError)
         assert tw_close(tw_exc.sent) == (4000, "custom") and tw_close(tw_exc.rcvd) == (4000, "custom")
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_asyncio_client_abort_threadws_server_sees_1006():
+def test_asyncio_client_abort_threadws_server_sees_1006(transport):
     record: queue.Queue[Any] = queue.Queue()
 
     async def client(url: str) -> int | None:
-        async with async_connect(url, ping_interval=None, close_timeout=T) as ws:
+        async with transport.async_connect(url, ping_interval=None, close_timeout=T) as ws:
             await ws.send("hi")
             assert await arecv(ws) == "hi"
             ws.transport.abort()  # drop TCP without a close frame
             await asyncio.wait_for(ws.wait_closed(), T)
             return ws.close_code
 
-    with threadws_server(recording_echo(record)) as url:
+    with transport.threadws_server(recording_echo(record)) as url:
         assert run_asyncio(lambda: client(url)) == 1006
         assert get(record) == (MessageType.TEXT, "hi")
         kind_, tw_exc = get(record, "threadws to notice the drop")
@@ -1008,7 +1115,7 @@ def test_asyncio_client_abort_threadws_server_sees_1006():
         assert tw_exc.code == 1006 and tw_exc.rcvd is None and tw_exc.sent is None
 
 
-def test_threadws_client_round_trip_asyncio_server():
+def test_threadws_client_round_trip_asyncio_server(transport):
     record: queue.Queue[Any] = queue.Queue()
 
     async def handler(ws: Any) -> None:
@@ -1018,10 +1125,10 @@ def test_threadws_client_round_trip_asyncio_server():
                 record.put(message)
                 await ws.send(message)
         except WsClosed as exc:
-            record.put(("end", exc))
+            record.put(("end", exc, ws))
 
-    with asyncio_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.asyncio_server(handler) as url:
+        with transport.threadws_client(url) as conn:
             for message in ("héllo ✓", b"\x00\xff", "", BIG_TEXT):
                 conn.send(message)
                 got = get(record, "the asyncio server to read")
@@ -1032,31 +1139,35 @@ def test_threadws_client_round_trip_asyncio_server():
             tw_exc = conn.close_exception
             assert isinstance(tw_exc, ConnectionClosedOK)
             assert tw_close(tw_exc.sent) == (1000, "done") and tw_close(tw_exc.rcvd) == (1000, "done")
-        kind_, exc = get(record, "the asyncio server to see the close")
+        kind_, exc, ws = get(record, "the asyncio server to see the close")
         assert kind_ == "end" and isinstance(exc, WsClosedOK)
         assert ws_close(exc.rcvd) == (1000, "done") and ws_close(exc.sent) == (1000, "done")
+        assert ws_wait_closed(ws)  # over TLS, asyncio waits for threadws's close_notify
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_asyncio_server_closes_threadws_client_4001():
+def test_asyncio_server_closes_threadws_client_4001(transport):
     record: queue.Queue[Any] = queue.Queue()
 
     async def handler(ws: Any) -> None:
         await ws.send(await arecv(ws))
-        await ws.close(4001, "bye")
-        record.put((ws_close(ws.protocol.close_sent), ws_close(ws.protocol.close_rcvd)))
+        await ws.close(4001, "bye")  # returns once the connection has ended
+        record.put((ws_close(ws.protocol.close_sent), ws_close(ws.protocol.close_rcvd), ws))
 
-    with asyncio_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.asyncio_server(handler) as url:
+        with transport.threadws_client(url) as conn:
             conn.send(b"ping-pong")
             assert conn.read_message(timeout=T) == (MessageType.BINARY, b"ping-pong")
             tw_exc = drain(conn)
             assert isinstance(tw_exc, ConnectionClosedError)
             assert tw_close(tw_exc.rcvd) == (4001, "bye") and tw_close(tw_exc.sent) == (4001, "")
             assert tw_exc.clean
-        assert get(record, "the asyncio server's close") == ((4001, "bye"), (4001, ""))
+        sent, rcvd, ws = get(record, "the asyncio server's close")
+        assert (sent, rcvd) == ((4001, "bye"), (4001, ""))
+        assert_closed_promptly(tw_exc, ws)
 
 
-def test_asyncio_server_pings_and_fragments_to_threadws_client():
+def test_asyncio_server_pings_and_fragments_to_threadws_client(transport):
     record: queue.Queue[Any] = queue.Queue()
 
     async def handler(ws: Any) -> None:
@@ -1068,8 +1179,8 @@ def test_asyncio_server_pings_and_fragments_to_threadws_client():
         except WsClosed as exc:
             record.put(exc)
 
-    with asyncio_server(handler) as url:
-        with threadws_client(url) as conn:
+    with transport.asyncio_server(handler) as url:
+        with transport.threadws_client(url) as conn:
             assert conn.read_message(timeout=T) == (MessageType.BINARY, b"fragment")
             assert get(record, "the asyncio server's pong") >= 0
             pongs: queue.Queue[bytes] = queue.Queue()
@@ -1106,11 +1217,11 @@ WEBSOCKETS_DEFLATE = [
 
 
 @pytest.mark.parametrize("params", WEBSOCKETS_DEFLATE)
-def test_compressed_websockets_client_to_threadws_server(params):
+def test_compressed_websockets_client_to_threadws_server(transport, params):
     record: queue.Queue[Any] = queue.Queue()
     factory = ClientPerMessageDeflateFactory(**params)
-    with threadws_server(recording_echo(record), compression=True) as url:
-        with sync_client(url, extensions=[factory], compression=None) as ws:
+    with transport.threadws_server(recording_echo(record), compression=True) as url:
+        with transport.sync_client(url, extensions=[factory], compression=None) as ws:
             assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
             assert ws.protocol.extensions, "websockets did not enable permessage-deflate"
             for message in DEFLATE_MESSAGES:
@@ -1121,13 +1232,13 @@ def test_compressed_websockets_client_to_threadws_server(params):
 
 
 @pytest.mark.parametrize("params", WEBSOCKETS_DEFLATE)
-def test_compressed_threadws_client_to_websockets_server(params):
+def test_compressed_threadws_client_to_websockets_server(transport, params):
     record: queue.Queue[Any] = queue.Queue()
     factory = ServerPerMessageDeflateFactory(**params) if params else ServerPerMessageDeflateFactory()
     if "client_max_window_bits" in params:
         factory = ServerPerMessageDeflateFactory(require_client_max_window_bits=True, **params)
-    with sync_server(sync_recording_echo(record), extensions=[factory], compression=None) as url:
-        with threadws_client(url, compression=True) as conn:
+    with transport.sync_server(sync_recording_echo(record), extensions=[factory], compression=None) as url:
+        with transport.threadws_client(url, compression=True) as conn:
             assert "permessage-deflate" in conn.response_headers["Sec-WebSocket-Extensions"]
             for message in DEFLATE_MESSAGES:
                 conn.send(message)
@@ -1137,10 +1248,10 @@ def test_compressed_threadws_client_to_websockets_server(params):
         assert isinstance(get(record)[1], WsClosedOK)
 
 
-def test_threadws_read_limit_applies_to_what_websockets_compressed():
+def test_threadws_read_limit_applies_to_what_websockets_compressed(transport):
     # 2 MiB of zeros is a few KB on the wire; threadws refuses it by its decompressed size.
-    with sync_server(lambda ws: ws.send(bytes(2 * MIB)) or ws.recv(timeout=T)) as url:
-        with threadws_client(url, compression=True) as conn:
+    with transport.sync_server(lambda ws: ws.send(bytes(2 * MIB)) or ws.recv(timeout=T)) as url:
+        with transport.threadws_client(url, compression=True) as conn:
             with pytest.raises(ConnectionClosedError) as info:
                 conn.recv(timeout=T)
             assert info.value.sent is not None and info.value.sent.code == 1009

@@ -1,11 +1,13 @@
 """Upgrader.upgrade_wsgi inside a real Flask app (tests/wsgi_apps/flask_app.py), under real servers.
 
 Each test starts its server as a subprocess on a free loopback port, waits for
-it to say where it listens, and kills its whole process group at the end.
+it to say where it listens, and kills its whole process group at the end. A
+server name ending in ``+tls`` serves https with the trustme test certificate.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import select
@@ -27,6 +29,7 @@ from threadws.exceptions import HandshakeError
 from threadws.wsgi import environ_headers
 
 from .conftest import frame
+from .tls_tools import Certificates
 
 pytest.importorskip("flask")
 
@@ -54,38 +57,62 @@ SERVERS = {
 }
 
 
+def _tls_server(name: str, certs: Certificates) -> tuple[list[str], str, str]:
+    """What SERVERS has for *name*, serving https with the test certificate instead."""
+    if name == "werkzeug":
+        return [sys.executable, "-m", APP, "werkzeug", certs.cert_pem, certs.key_pem], "stdout", r"listening on (\d+)"
+    worker = name.removeprefix("gunicorn-")
+    threads = ["--threads", "4"] if worker == "gthread" else []
+    command = _gunicorn(worker, *threads, "--certfile", certs.cert_pem, "--keyfile", certs.key_pem)
+    return command, "stderr", r"Listening at: https://127\.0\.0\.1:(\d+)"
+
+
 @dataclass
 class RunningServer:
     name: str
     proc: subprocess.Popen[bytes]
     port: int
     log: bytes
+    secure: bool = False
 
     def ws(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        return f"{'wss' if self.secure else 'ws'}://127.0.0.1:{self.port}{path}"
 
     def http(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.secure else 'http'}://127.0.0.1:{self.port}{path}"
+
+    def read_stderr_until(self, pattern: str, timeout: float = 10.0) -> bytes:
+        """What the server writes to stderr from now on, up to and including a match of *pattern*."""
+        _, seen = _read_until(self.proc, "stderr", pattern, timeout, "the server never wrote that")
+        return seen
 
 
-def _wait_for_port(proc: subprocess.Popen[bytes], stream: str, pattern: str) -> tuple[int, bytes]:
+def _read_until(
+    proc: subprocess.Popen[bytes], stream: str, pattern: str, timeout: float, failure: str
+) -> tuple[re.Match[bytes], bytes]:
+    """Read the server's *stream* until *pattern* matches, or fail the test with *failure* at *timeout*."""
     pipe = proc.stdout if stream == "stdout" else proc.stderr
     assert pipe is not None
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+    deadline = time.monotonic() + timeout
     seen = b""
     while True:
         match = re.search(pattern.encode(), seen)
         if match:
-            return int(match.group(1)), seen
+            return match, seen
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise AssertionError(f"the server did not say where it listens in time; it wrote {seen!r}")
+            raise AssertionError(f"{failure} in time; it wrote {seen!r}")
         ready, _, _ = select.select([pipe], [], [], remaining)
         if ready:
             chunk = os.read(pipe.fileno(), 65536)
             if not chunk:
-                raise AssertionError(f"the server exited (code {proc.wait(5)}) before listening; it wrote {seen!r}")
+                raise AssertionError(f"the server exited (code {proc.wait(5)}); it wrote {seen!r}")
             seen += chunk
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes], stream: str, pattern: str) -> tuple[int, bytes]:
+    match, seen = _read_until(proc, stream, pattern, STARTUP_TIMEOUT, "the server did not say where it listens")
+    return int(match.group(1)), seen
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -106,7 +133,11 @@ def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
         pytest.importorskip("gunicorn")
     if name == "waitress":
         pytest.importorskip("waitress")
-    command, stream, pattern = SERVERS[name]
+    secure = name.endswith("+tls")
+    if secure:
+        command, stream, pattern = _tls_server(name.removesuffix("+tls"), request.getfixturevalue("tls_certs"))
+    else:
+        command, stream, pattern = SERVERS[name]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
@@ -120,7 +151,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     )
     try:
         port, log = _wait_for_port(proc, stream, pattern)
-        yield RunningServer(name, proc, port, log)
+        yield RunningServer(name, proc, port, log, secure)
     finally:
         _kill(proc)
 
@@ -377,3 +408,41 @@ def test_the_client_receives_nothing_but_the_101_and_frames(server: RunningServe
     assert [type(event) for event in events] == [TextMessage, CloseConnection]
     assert events[0].data == "hello from /handoff"
     assert events[1].code == CloseCode.NORMAL_CLOSURE
+
+
+TLS_SERVERS = ["werkzeug+tls", "gunicorn-gthread+tls", "gunicorn-sync+tls"]
+TLS_REFUSED = "upgrade_wsgi: a connection that came over TLS can't be taken over from the WSGI server"
+
+
+@pytest.mark.parametrize("server", TLS_SERVERS, indirect=True)
+def test_a_request_over_tls_is_refused_with_the_clear_error(server: RunningServer, tls_certs: Certificates) -> None:
+    """The server's TLS session lives in its SSLSocket: upgrade_wsgi raises RuntimeError before sending anything.
+
+    /echo turns the error into a 500 carrying its message (tests/wsgi_apps/flask_app.py): the
+    first and only response the client gets is that 500, never a 101.
+    """
+    with pytest.raises(HandshakeError) as info:
+        threadws.dial(server.ws("/echo"), ssl_context=tls_certs.client, timeout=10)
+    assert info.value.status == 500
+    message = info.value.body.decode()
+    assert message.startswith(TLS_REFUSED)
+    assert "terminate TLS in a proxy" in message and "threadws.serve(ssl_context=...)" in message
+    # The rest of the app still works over https.
+    with urllib.request.urlopen(server.http("/"), timeout=10, context=tls_certs.client) as response:
+        assert (response.status, response.read()) == (200, b"an ordinary route\n")
+
+
+@pytest.mark.parametrize("server", TLS_SERVERS, indirect=True)
+def test_a_view_that_lets_the_tls_error_out_answers_500_and_logs_it(
+    server: RunningServer, tls_certs: Certificates
+) -> None:
+    """/handoff doesn't catch the RuntimeError: Flask answers its own 500 and logs the error on the server's stderr."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    with tls_certs.client.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(_upgrade_request(server.port, "/handoff"))
+        response = http.client.HTTPResponse(sock)
+        response.begin()  # the first status line on the wire: a 101 here would have been read as one
+        assert response.status == 500
+        response.read()
+    log = server.read_stderr_until(r"RuntimeError: upgrade_wsgi: [^\n]*\n")
+    assert TLS_REFUSED.encode() in log

@@ -8,7 +8,9 @@ break the record framing.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import socket
 import ssl
 import threading
@@ -145,3 +147,18 @@ def _pump(src: socket.socket, dst: socket.socket, record: bytearray) -> None:
             sock.shutdown(how)
         except OSError:
             pass
+
+
+def spki_sha256(cert_pem: str) -> str:
+    """Base64 SHA-256 of the public key (SubjectPublicKeyInfo) of the first certificate in *cert_pem*.
+
+    What Chromium's ``--ignore-certificate-errors-spki-list`` takes: that one
+    key is accepted, every other certificate error still counts.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    with open(cert_pem, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")

@@ -11,17 +11,21 @@
 //                                                   them until stdin closes or says "close"
 //   echo-server --port P                            a plain `ws` echo server (for the client-side scenario)
 //
+// A wss:// --url takes --ca FILE: the PEM certificate authority the server's
+// certificate must chain to (it is always verified).
+//
 // The result is one JSON object on the last line of stdout. Latencies are in
 // microseconds; only messages sent after the warm-up and answered before the
 // end of the measuring window count.
 'use strict';
 
+const fs = require('fs');
 const WebSocket = require('ws');
 
 function parseArgs(argv) {
   const opts = {
     mode: 'pingpong', url: 'ws://127.0.0.1:8765/', conns: 1, size: 64, inflight: 1,
-    duration: 5, warmup: 1, port: 0, concurrency: 64, timeout: 120,
+    duration: 5, warmup: 1, port: 0, concurrency: 64, timeout: 120, ca: '',
   };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
@@ -29,6 +33,7 @@ function parseArgs(argv) {
     if (!(key in opts)) throw new Error(`unknown option --${key}`);
     opts[key] = typeof opts[key] === 'number' ? Number(value) : value;
   }
+  opts.tls = opts.ca ? { ca: fs.readFileSync(opts.ca) } : {}; // for every client connection
   return opts;
 }
 
@@ -50,9 +55,9 @@ function summarize(latencies) {
   };
 }
 
-function connect(url) {
+function connect(opts) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true, maxPayload: 0 });
+    const ws = new WebSocket(opts.url, { perMessageDeflate: false, skipUTF8Validation: true, maxPayload: 0, ...opts.tls });
     ws.binaryType = 'nodebuffer';
     ws.once('open', () => resolve(ws));
     ws.once('error', reject);
@@ -72,7 +77,7 @@ function emit(obj) {
 // pingpong and stream: the same loop, with K = 1 for ping-pong.
 async function runTraffic(opts) {
   const inflight = opts.mode === 'pingpong' ? 1 : opts.inflight;
-  const conns = await Promise.all(Array.from({ length: opts.conns }, () => connect(opts.url)));
+  const conns = await Promise.all(Array.from({ length: opts.conns }, () => connect(opts)));
   const data = payload(opts.size);
   const latencies = [];
   let counted = 0;
@@ -132,7 +137,7 @@ async function runHandshake(opts) {
   const measureTo = measureFrom + opts.duration * 1e6;
   const once = () => new Promise((resolve) => {
     const start = now();
-    const ws = new WebSocket(opts.url, { perMessageDeflate: false });
+    const ws = new WebSocket(opts.url, { perMessageDeflate: false, ...opts.tls });
     let ok = false;
     ws.on('open', () => ws.send(data, { binary: true }));
     ws.on('message', () => { ok = true; ws.close(1000); });
@@ -161,7 +166,7 @@ async function runHold(opts) {
   const t0 = now();
   const deadline = t0 + opts.timeout * 1e6;
   const openOne = () => new Promise((resolve) => {
-    const ws = new WebSocket(opts.url, { perMessageDeflate: false, handshakeTimeout: 30000 });
+    const ws = new WebSocket(opts.url, { perMessageDeflate: false, handshakeTimeout: 30000, ...opts.tls });
     let echoed = false;
     let settled = false;
     // A connection that hasn't echoed within 30 s (or by the deadline) counts as failed.

@@ -11,6 +11,11 @@ Two directions:
   ``update_reports(...)`` (or connects to ``handle.update_reports_url(agent)``)
   and ``read_client_report(outdir, agent)`` returns the results.
 
+Both work over TLS: give ``run_fuzzingclient`` a ``wss://`` URL (wstest's
+client does not check the certificate), and ``start_fuzzingserver`` the PEM
+files of a certificate and its key (and of the CA, for the harness's own
+control connections).
+
 Results are the per-agent part of wstest's ``index.json``: a dict mapping a
 case id such as ``"1.1.1"`` to a dict with (at least) ``behavior``,
 ``behaviorClose``, ``duration`` (ms), ``remoteCloseCode`` and ``reportfile``.
@@ -26,6 +31,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -304,12 +310,15 @@ def run_fuzzingclient(
 class FuzzingServer:
     """Handle for a running ``wstest -m fuzzingserver`` subprocess.
 
-    ``url`` is the base URL (``ws://127.0.0.1:PORT``); ``outdir`` receives the
-    reports when ``updateReports`` is requested.  Usable as a context manager.
+    ``url`` is the base URL (``ws://127.0.0.1:PORT``, ``wss://`` over TLS);
+    ``outdir`` receives the reports when ``updateReports`` is requested;
+    ``ssl_context`` (over TLS) is what the control connections trust.  Usable
+    as a context manager.
     """
 
     def __init__(self, proc: subprocess.Popen, url: str, port: int, outdir: str,
-                 log_path: str, spec_path: str, case_count: int | None):
+                 log_path: str, spec_path: str, case_count: int | None,
+                 ssl_context: ssl.SSLContext | None = None):
         self.process = proc
         self.url = url
         self.port = port
@@ -318,6 +327,7 @@ class FuzzingServer:
         self.spec_path = spec_path
         #: cases wstest announced it will run (parsed from its log), or None
         self.case_count = case_count
+        self.ssl_context = ssl_context
 
     def case_url(self, case: int, agent: str) -> str:
         return case_url(self.url, case, agent)
@@ -330,8 +340,11 @@ class FuzzingServer:
 
     def update_reports(self, agent: str, timeout: float = 300.0) -> dict:
         """Ask wstest (via the stdlib client here) to write reports; return them."""
-        update_reports(self.url, agent, timeout=timeout)
+        update_reports(self.url, agent, timeout=timeout, ssl_context=self.ssl_context)
         return read_client_report(self.outdir, agent)
+
+    def get_case_count(self, timeout: float = 30.0) -> int:
+        return get_case_count(self.url, timeout, ssl_context=self.ssl_context)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -369,22 +382,30 @@ def start_fuzzingserver(
     startup_timeout: float = 60.0,
     host: str = "127.0.0.1",
     options: dict | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    ca: str | None = None,
 ) -> FuzzingServer:
     """Start ``wstest -m fuzzingserver`` on ``port`` and wait until it accepts
     TCP connections (polling with a deadline).  Returns a ``FuzzingServer``.
 
     wstest binds all interfaces on ``port``; clients should use ``handle.url``
     (``ws://127.0.0.1:PORT``).  Its embedded web UI is disabled (``-u 0``)
-    so nothing else is bound.  Raises RuntimeError if the port is already in
-    use, wstest exits early, or it does not listen before the deadline.
+    so nothing else is bound.  With ``cert`` and ``key`` (PEM files) it serves
+    ``wss://`` instead; ``ca`` (PEM) is then what the harness's own control
+    connections (``getCaseCount``, ``updateReports``) trust.  Raises
+    RuntimeError if the port is already in use, wstest exits early, or it
+    does not listen before the deadline.
     """
+    if (cert is None) != (key is None):
+        raise ValueError("cert and key go together")
     wstest = wstest_path()
     os.makedirs(outdir, exist_ok=True)
     outdir = os.path.abspath(outdir)
     if _port_open(host, port):
         raise RuntimeError(f"port {port} on {host} already accepts connections")
     cases, exclude = _spec_cases(cases, exclude)
-    url = f"ws://{host}:{port}"
+    url = f"{'ws' if cert is None else 'wss'}://{host}:{port}"
     spec = {
         "url": url,
         "outdir": outdir,
@@ -394,6 +415,10 @@ def start_fuzzingserver(
     }
     if options:
         spec["options"] = dict(options)
+    context = None
+    if cert is not None:
+        spec["cert"], spec["key"] = os.path.abspath(cert), os.path.abspath(key)
+        context = ssl.create_default_context(cafile=ca)
     spec_path = os.path.join(outdir, "fuzzingserver.json")
     with open(spec_path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh, indent=2)
@@ -432,7 +457,7 @@ def start_fuzzingserver(
         time.sleep(0.05)  # poll interval, bounded by the deadline above
     m = re.search(r"^Ok, will run (\d+) test cases", _tail(log_path, n=10**6), re.M)
     return FuzzingServer(proc, url, port, outdir, log_path, spec_path,
-                         int(m.group(1)) if m else None)
+                         int(m.group(1)) if m else None, context)
 
 
 def case_url(base_url: str, case: int, agent: str) -> str:
@@ -456,14 +481,17 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _control_request(url: str, timeout: float) -> list:
+def _control_request(url: str, timeout: float, ssl_context: ssl.SSLContext | None = None) -> list:
     """Open ``url``, collect text messages until the server's close, reply
-    with a close and return the messages."""
+    with a close and return the messages.  A ``wss://`` URL needs
+    ``ssl_context``."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "ws":
-        raise ValueError(f"only ws:// URLs are supported here: {url!r}")
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"only ws:// and wss:// URLs are supported here: {url!r}")
+    if parts.scheme == "wss" and ssl_context is None:
+        raise ValueError(f"{url!r} needs an ssl_context")
     host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
@@ -474,7 +502,14 @@ def _control_request(url: str, timeout: float) -> list:
         "Sec-WebSocket-Version: 13\r\n\r\n"
     ).encode("ascii")
     messages: list = []
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if parts.scheme == "wss":
+        try:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)  # takes the socket over
+        except BaseException:
+            sock.close()
+            raise
+    with sock:
         sock.settimeout(timeout)
         sock.sendall(request)
         head = b""
@@ -543,15 +578,17 @@ def _send_frame(sock: socket.socket, opcode: int, payload: bytes) -> None:
         pass
 
 
-def get_case_count(base_url: str, timeout: float = 30.0) -> int:
+def get_case_count(base_url: str, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> int:
     """Ask a fuzzingserver how many cases it runs (``/getCaseCount``)."""
-    msgs = _control_request(f"{base_url.rstrip('/')}/getCaseCount", timeout)
+    msgs = _control_request(f"{base_url.rstrip('/')}/getCaseCount", timeout, ssl_context)
     if not msgs:
         raise RuntimeError("getCaseCount returned no message")
     return int(json.loads(msgs[0]))
 
 
-def update_reports(base_url: str, agent: str, timeout: float = 300.0) -> None:
+def update_reports(
+    base_url: str, agent: str, timeout: float = 300.0, ssl_context: ssl.SSLContext | None = None
+) -> None:
     """Ask a fuzzingserver to write its reports (``/updateReports``).
 
     wstest writes every report before it sends the close frame, so when this
@@ -559,7 +596,7 @@ def update_reports(base_url: str, agent: str, timeout: float = 300.0) -> None:
     wstest but reports are written for all agents seen so far.
     """
     q = urllib.parse.urlencode({"agent": agent})
-    _control_request(f"{base_url.rstrip('/')}/updateReports?{q}", timeout)
+    _control_request(f"{base_url.rstrip('/')}/updateReports?{q}", timeout, ssl_context)
 
 
 # --------------------------------------------------------------------------

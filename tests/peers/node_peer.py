@@ -8,6 +8,11 @@ Standard library only.  Typical use in a test::
         ...  # connect a threadws client to srv.url
         close = srv.wait_for_close()          # {"code": 4000, "reason": "bye", ...}
 
+    # wss://: PEM files for the server, the CA to trust for the client
+    with start_node_echo_server(cert="cert.pem", key="key.pem") as srv:
+        ...  # srv.url is wss://127.0.0.1:PORT/
+    report = run_node_client("wss://127.0.0.1:8443/", script, ca="ca.pem")
+
     report = run_node_client(url, [
         {"op": "send", "text": "hi", "expect_echo": True},
         {"op": "send", "hex": "00ff", "expect_echo": True},
@@ -163,17 +168,19 @@ class _FileLock:
 class NodeEchoServer:
     """A running ``node/echo_server.js``.  Create with :func:`start_node_echo_server`.
 
-    Attributes: ``host``, ``port``, ``url`` (``ws://host:port/``), ``compression``,
-    ``proc`` (the :class:`subprocess.Popen`), ``events`` (list of event dicts the
-    server printed so far: ``connection``, ``message``, ``ping``, ``pong``,
-    ``close``, ``error``, ``handshake_error``).
+    Attributes: ``host``, ``port``, ``url`` (``ws://host:port/``, ``wss://`` when
+    ``secure``), ``compression``, ``proc`` (the :class:`subprocess.Popen`),
+    ``events`` (list of event dicts the server printed so far: ``connection``,
+    ``message``, ``ping``, ``pong``, ``close``, ``error``, ``handshake_error``,
+    ``tls_error``).
     """
 
-    def __init__(self, proc: subprocess.Popen, host: str, compression: bool) -> None:
+    def __init__(self, proc: subprocess.Popen, host: str, compression: bool, secure: bool = False) -> None:
         self.proc = proc
         self.host = host
         self.port: int = 0
         self.compression = compression
+        self.secure = secure
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._listening = False
@@ -216,7 +223,7 @@ class NodeEchoServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/"
+        return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}/"
 
     @property
     def stderr(self) -> str:
@@ -326,6 +333,8 @@ def start_node_echo_server(
     host: str = "127.0.0.1",
     subprotocols: Sequence[str] | None = None,
     control: bool = False,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
     startup_timeout: float = 15.0,
 ) -> NodeEchoServer:
     """Start ``node/echo_server.js`` and wait (up to ``startup_timeout`` s) for
@@ -334,10 +343,13 @@ def start_node_echo_server(
     ``compression``: accept permessage-deflate when offered.  ``subprotocols``:
     supported subprotocols in preference order (default: accept the client's
     first).  ``control``: text messages ``"!close CODE REASON"``, ``"!ping X"``,
-    ``"!terminate"`` are acted on instead of echoed.  Calls
+    ``"!terminate"`` are acted on instead of echoed.  ``cert`` and ``key``
+    (PEM files, both or neither) serve ``wss://``.  Calls
     :func:`ensure_node_ws` first.  Use the result as a context manager or call
     ``.stop()``.
     """
+    if (cert is None) != (key is None):
+        raise ValueError("cert and key go together")
     ensure_node_ws()
     cmd = [_node_exe(), str(_ECHO_SERVER_JS), str(port), "--host", host, "--exit-on-stdin-eof"]
     if compression:
@@ -346,6 +358,8 @@ def start_node_echo_server(
         cmd += ["--subprotocols", ",".join(subprotocols)]
     if control:
         cmd.append("--control")
+    if cert is not None and key is not None:
+        cmd += ["--cert", os.fspath(cert), "--key", os.fspath(key)]
     deadline = time.monotonic() + startup_timeout
     proc = subprocess.Popen(
         cmd,
@@ -357,7 +371,7 @@ def start_node_echo_server(
         encoding="utf-8",
         bufsize=1,
     )
-    server = NodeEchoServer(proc, host, compression)
+    server = NodeEchoServer(proc, host, compression, secure=cert is not None)
     server._wait_listening(deadline)
     return server
 
@@ -375,6 +389,7 @@ def run_node_client(
     compression: bool = False,
     headers: Mapping[str, str] | None = None,
     origin: str | None = None,
+    ca: str | os.PathLike[str] | None = None,
     timeout: float = 30.0,
     step_timeout: float = 10.0,
 ) -> dict[str, Any]:
@@ -382,7 +397,8 @@ def run_node_client(
     dicts, see ``node/client.js``) and return its JSON report as a dict.
 
     ``compression`` offers permessage-deflate; ``subprotocols`` are offered in
-    order; ``timeout`` bounds the whole run, ``step_timeout`` each waiting step.
+    order; ``ca`` (a PEM file) is the authority a ``wss://`` server's certificate
+    must chain to; ``timeout`` bounds the whole run, ``step_timeout`` each waiting step.
     The report is returned also when the connection or a step failed: check
     ``report["ok"]`` / ``report["errors"]``.  Raises :class:`NodePeerError` only
     when node itself misbehaves (no report, crash, hang past ``timeout``).
@@ -407,6 +423,8 @@ def run_node_client(
         cmd += ["--header", f"{k}: {v}"]
     if origin is not None:
         cmd += ["--origin", origin]
+    if ca is not None:
+        cmd += ["--ca", os.fspath(ca)]
     try:
         proc = subprocess.run(
             cmd,

@@ -3,6 +3,7 @@
 Run under a server by the test, as a subprocess:
 
     python -m tests.wsgi_apps.flask_app werkzeug      # prints "listening on PORT"
+    python -m tests.wsgi_apps.flask_app werkzeug CERTFILE KEYFILE   # the same over https
     python -m tests.wsgi_apps.flask_app wsgiref
     python -m tests.wsgi_apps.flask_app waitress
     gunicorn --worker-class gthread --threads 4 -b 127.0.0.1:0 tests.wsgi_apps.flask_app:app
@@ -62,11 +63,17 @@ def echo_elsewhere() -> tuple[str, int]:
     return "", 101
 
 
-def main(server: str) -> None:
+def main(server: str, *tls_files: str) -> None:
     if server == "werkzeug":
         from werkzeug.serving import make_server
 
-        httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        context = None
+        if tls_files:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls_files)
+        httpd = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=context)
         print(f"listening on {httpd.server_port}", flush=True)
         httpd.serve_forever()
     elif server == "wsgiref":
@@ -86,4 +93,4 @@ def main(server: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -5,8 +5,12 @@
 // Usage:
 //   node client.js URL [--subprotocol P]... [--compression]
 //                      [--header "Name: value"]... [--origin ORIGIN]
+//                      [--ca FILE]
 //                      [--script JSON | --script-file PATH]
 //                      [--timeout SECONDS] [--step-timeout SECONDS]
+//
+// For a wss:// URL, --ca FILE (PEM) is the certificate authority to trust
+// (instead of the system's); the server's certificate is always verified.
 //
 // The script (a JSON array of steps, or {"steps": [...]}) is read from
 // --script, --script-file or, when neither is given, from stdin.
@@ -58,7 +62,7 @@ function usage(msg) {
   if (msg) process.stderr.write(`client: ${msg}\n`);
   process.stderr.write(
     'usage: node client.js URL [--subprotocol P]... [--compression] ' +
-      '[--header "Name: value"]... [--origin ORIGIN] ' +
+      '[--header "Name: value"]... [--origin ORIGIN] [--ca FILE] ' +
       '[--script JSON | --script-file PATH] [--timeout S] [--step-timeout S]\n'
   );
   process.exit(2);
@@ -71,6 +75,7 @@ function parseArgs(argv) {
     compression: false,
     headers: {},
     origin: null,
+    ca: null,
     script: null,
     scriptFile: null,
     timeout: 30,
@@ -95,6 +100,9 @@ function parseArgs(argv) {
       opts.headers[h.slice(0, c).trim()] = h.slice(c + 1).trim();
     } else if (a === '--origin') {
       opts.origin = need(i, a);
+      i++;
+    } else if (a === '--ca') {
+      opts.ca = need(i, a);
       i++;
     } else if (a === '--script') {
       opts.script = need(i, a);
@@ -269,6 +277,7 @@ async function main() {
     handshakeTimeout: opts.stepTimeout * 1000,
   };
   if (opts.origin) wsOptions.origin = opts.origin;
+  if (opts.ca) wsOptions.ca = fs.readFileSync(opts.ca);
 
   let ws;
   try {

@@ -5,6 +5,7 @@
 // Usage:
 //   node echo_server.js [PORT] [--host HOST] [--offer-compression]
 //                       [--subprotocols a,b] [--control]
+//                       [--cert FILE --key FILE]
 //
 //   PORT                 TCP port to listen on; 0 (default) picks a free one.
 //   --host HOST          address to bind (default 127.0.0.1).
@@ -16,6 +17,9 @@
 //                        offered by the client is accepted (ws default).
 //   --exit-on-stdin-eof  exit when stdin reaches EOF (the Python helper uses
 //                        this so the server never outlives its parent).
+//   --cert FILE --key FILE  serve wss:// (an https server under the
+//                        WebSocketServer) with this PEM certificate chain and
+//                        key; "tls_error" events report failed TLS handshakes.
 //   --control            text messages starting with "!" are commands instead
 //                        of being echoed:  "!close CODE REASON..." makes the
 //                        server start the closing handshake,  "!ping PAYLOAD"
@@ -33,19 +37,22 @@
 //       "initiated_by":"client"}   (code 1005 = close frame without a code,
 //                                   1006 = no close frame at all)
 //      {"event":"error","id":1,"message":"..."}
+//      {"event":"tls_error","message":"...","code":"..."}   (with --cert only)
 // Everything is echoed back with the same opcode (text as text, binary as
 // binary); the close code/reason sent by the peer is recorded in the "close"
 // event.  The process exits on SIGTERM/SIGINT (and on stdin EOF when asked).
 'use strict';
 
 const crypto = require('crypto');
+const fs = require('fs');
+const https = require('https');
 const { WebSocketServer } = require('ws');
 
 function usage(msg) {
   if (msg) process.stderr.write(`echo_server: ${msg}\n`);
   process.stderr.write(
     'usage: node echo_server.js [PORT] [--host HOST] [--offer-compression] ' +
-      '[--subprotocols a,b] [--control] [--exit-on-stdin-eof]\n'
+      '[--subprotocols a,b] [--control] [--exit-on-stdin-eof] [--cert FILE --key FILE]\n'
   );
   process.exit(2);
 }
@@ -58,6 +65,8 @@ function parseArgs(argv) {
     subprotocols: null,
     control: false,
     exitOnStdinEof: false,
+    cert: null,
+    key: null,
   };
   let portSeen = false;
   for (let i = 0; i < argv.length; i++) {
@@ -69,6 +78,9 @@ function parseArgs(argv) {
     else if (a === '--host') {
       if (i + 1 >= argv.length) usage('--host needs a value');
       opts.host = argv[++i];
+    } else if (a === '--cert' || a === '--key') {
+      if (i + 1 >= argv.length) usage(`${a} needs a value`);
+      opts[a.slice(2)] = argv[++i];
     } else if (a === '--subprotocols') {
       if (i + 1 >= argv.length) usage('--subprotocols needs a value');
       opts.subprotocols = argv[++i].split(',').map((s) => s.trim()).filter(Boolean);
@@ -79,6 +91,7 @@ function parseArgs(argv) {
     } else usage(`unexpected argument ${JSON.stringify(a)}`);
   }
   if (opts.port > 65535) usage('port out of range');
+  if (!opts.cert !== !opts.key) usage('--cert and --key go together');
   return opts;
 }
 
@@ -102,7 +115,20 @@ function main() {
     };
   }
 
+  // wss://: the WebSocketServer rides on an https server, which listens instead.
+  let tlsServer = null;
+  if (opts.cert) {
+    tlsServer = https.createServer({ cert: fs.readFileSync(opts.cert), key: fs.readFileSync(opts.key) });
+    tlsServer.on('tlsClientError', (err) => {
+      emit({ event: 'tls_error', message: String(err.message || err), code: err.code });
+    });
+    delete serverOpts.host;
+    delete serverOpts.port;
+    serverOpts.server = tlsServer;
+  }
+
   const wss = new WebSocketServer(serverOpts);
+  if (tlsServer) tlsServer.listen(opts.port, opts.host);
   let nextId = 1;
 
   wss.on('listening', () => {
@@ -200,6 +226,7 @@ function main() {
     if (stopping) return;
     stopping = true;
     for (const client of wss.clients) client.terminate();
+    if (tlsServer) tlsServer.close();
     wss.close(() => process.exit(0));
     setTimeout(() => process.exit(0), 1000).unref();
   }
