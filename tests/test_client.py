@@ -19,7 +19,7 @@ import trustme
 import threadws
 from threadws import HandshakeError
 
-from .conftest import start_server, stop_server, url_of
+from .conftest import start_server, stop_server, url_of, wait_until
 
 
 class RawServer:
@@ -182,9 +182,17 @@ def test_wss_round_trip_with_verification(tls):
 # --- the URL, the request's headers -------------------------------------------------
 
 
+class _Seen(list):  # type: ignore[type-arg]
+    """The server-side connections, in order; ``seen[i]`` waits for the i-th one's handler to start."""
+
+    def __getitem__(self, index: int) -> threadws.Conn:  # type: ignore[override]
+        wait_until(lambda: len(self) > index, timeout=10)
+        return super().__getitem__(index)  # type: ignore[no-any-return]
+
+
 def _recording_server(**upgrader: object) -> tuple[threadws.Server, list[threadws.Conn]]:
     """An echo server that keeps each server-side Conn, to look at what the client sent."""
-    seen: list[threadws.Conn] = []
+    seen: list[threadws.Conn] = _Seen()
 
     def handler(conn: threadws.Conn) -> None:
         seen.append(conn)

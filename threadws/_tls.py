@@ -63,7 +63,7 @@ class TLS:
     TLS stream raises :class:`TLSClosed`.
     """
 
-    __slots__ = ("_incoming", "_input_fed", "_obj", "_outgoing", "lock", "notify_sent", "peer_closed")
+    __slots__ = ("_incoming", "_input_fed", "_more", "_obj", "_outgoing", "lock", "notify_sent", "peer_closed")
 
     def __init__(self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None) -> None:
         self._incoming = ssl.MemoryBIO()
@@ -75,6 +75,7 @@ class TLS:
         # Set whenever the reader feeds ciphertext: a write that TLS can't make
         # until the peer has spoken (TLS 1.2 renegotiation) waits for it.
         self._input_fed: threading.Condition | None = None  # made by the first wait_input (rare)
+        self._more = True  # a read may find plaintext (see read_into)
         self.notify_sent = False  # our close_notify is out
         self.peer_closed = False  # the peer's close_notify came
 
@@ -108,6 +109,7 @@ class TLS:
         """Hand over ciphertext received from the peer."""
         with self.lock:
             self._incoming.write(data)
+            self._more = True
             if self._input_fed is not None:
                 self._input_fed.notify_all()
 
@@ -115,6 +117,7 @@ class TLS:
         """The peer closed TCP: no more ciphertext will come."""
         with self.lock:
             self._incoming.write_eof()
+            self._more = True  # the next read reports the end
             if self._input_fed is not None:
                 self._input_fed.notify_all()
 
@@ -126,25 +129,35 @@ class TLS:
             ssl.SSLError: the peer sent something TLS refuses.
         """
         obj = self._obj
+        incoming = self._incoming
         n = 0
         size = len(view)
         with self.lock:
             # One call returns at most one TLS record (16 KiB): gather several,
-            # so that a large message arrives in large pieces.
-            while n < size:
+            # so that a large message arrives in large pieces. A call that
+            # finds nothing costs as much as one that decrypts (it releases
+            # the GIL, a thread switch under load), so call only while there
+            # may be something: ciphertext not yet read, or a record that the
+            # last call didn't finish (it filled what it was asked for).
+            while n < size and (self._more or incoming.pending):
+                want = size - n
                 try:
-                    got: int = obj.read(size - n, view[n:])  # type: ignore[assignment]  # with a buffer: a count
+                    got: int = obj.read(want, view[n:])  # type: ignore[assignment]  # with a buffer: a count
                 except ssl.SSLWantReadError:
+                    self._more = False
                     return n
                 except ssl.SSLEOFError:
                     if n:
-                        return n  # deliver what came first; the error comes again next time
+                        self._more = True  # deliver what came first; the next call reports the end
+                        return n
                     raise TLSClosed(clean=False) from None
                 if not got:  # close_notify: SSL_read reports a clean end as 0 bytes
                     self.peer_closed = True
                     if n:
+                        self._more = True
                         return n
                     raise TLSClosed(clean=True)
+                self._more = got == want
                 n += got
         return n
 
