@@ -59,7 +59,7 @@ from .protocol import Chunk, CloseFrame, Failure, Message, Outgoing, Ping, Pong,
 from .reader import Reader, ReaderHooks
 from .settings import Settings
 from .streams import FragmentSink, MessageReader, MessageWriter
-from ._workers import WORKERS, Task
+from ._workers import Task
 from .writer import Due, Timers, Writer, WriterHooks
 
 __all__ = ["Conn", "Settings"]
@@ -173,7 +173,7 @@ class Conn:
         self._idle_close_code = settings.idle_close_code
         self._idle = settings.idle_timeout is not None  # stamp each message's arrival
         hooks = WriterHooks(
-            self._shutting_down, self._run_timers, self._our_turn_to_close_tcp, self._shutdown, self._note,
+            self._shutting_down, self._on_due, self._our_turn_to_close_tcp, self._shutdown, self._note,
             self._report_bug,
         )
         self._writer = Writer(
@@ -189,28 +189,7 @@ class Conn:
 
         self._trailing = trailing_data
         self._reader = Task(self._read_loop, f"{self.name}-reader")
-        self._start(greeting)
-
-    def _start(self, greeting: bytes) -> None:
-        """Start both threads; the greeting (a server's 101) goes out only once both run.
-
-        Raises RuntimeError, having stopped what it started and left the socket
-        untouched, when a thread can't be started (the caller can still refuse
-        the upgrade with 503).
-        """
-        writer = self._writer
-        writer_task = writer.start()
-        try:
-            WORKERS.run(self._reader)
-        except BaseException:
-            if greeting:
-                writer.release(go=False)
-            else:
-                writer.stop()
-            writer_task.join()
-            raise
-        if greeting:
-            writer.release(go=True)
+        self._writer.start_with(self._reader)  # RuntimeError: out of threads (nothing was sent)
 
     def __repr__(self) -> str:
         state = "closed" if self._end.ended.is_set() else "open"
@@ -770,39 +749,31 @@ class Conn:
 
     # --- the clocks (run on the writer thread) ------------------------------------------
 
-    def _run_timers(self, stalled: bool) -> float | None:
-        """Act on what the clocks say is due; return seconds until the next timer (None: none)."""
-        writer = self._writer
-        while self._end.phase < Phase.SHUT:
-            now = _monotonic()
-            due, nxt = self._timers.due(now, stalled, writer.last_progress)
-            if due is None:
-                writer.next_timer = nxt
-                return None if nxt is None else max(0.0, nxt - now)
-            if due is Due.READ_DEADLINE:
-                self._note(due.value, TimeoutError(due.value))
-                self._shutdown()
-            elif due is Due.CLOSE_TIMEOUT:
-                self._note(due.value)
-                self._shutdown()
-            elif due is Due.FAILURE:
-                failure = self._pending_failure
-                self._timers.fail_deadline = None
-                if failure is not None:
-                    self._fail(failure.code, failure.reason, failure.detail)
-            elif due is Due.PING_TIMEOUT:
-                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", "keepalive ping timeout")
-            elif due is Due.IDLE:
-                self._note(f"{due.value} for {self._timers.idle_timeout} s")
-                self._queue_close(self._idle_close_code, "idle timeout", fail=False, done=None)
-            else:
-                try:
-                    self._queue_control(True, b"threadws", None)
-                except ConnectionClosed:
-                    break
-                self._timers.ping_sent = now  # stamped again just before the frame goes out
-        writer.next_timer = None
-        return None
+    def _on_due(self, due: Due, now: float) -> None:
+        """What the clocks say is due now (called by the writer)."""
+        if due is Due.READ_DEADLINE:
+            self._note(due.value, TimeoutError(due.value))
+            self._shutdown()
+        elif due is Due.CLOSE_TIMEOUT:
+            self._note(due.value)
+            self._shutdown()
+        elif due is Due.FAILURE:
+            failure = self._pending_failure
+            self._timers.fail_deadline = None
+            if failure is not None:
+                self._fail(failure.code, failure.reason, failure.detail)
+        elif due is Due.PING_TIMEOUT:
+            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", "keepalive ping timeout")
+        elif due is Due.IDLE:
+            self._note(f"{due.value} for {self._timers.idle_timeout} s")
+            self._queue_close(self._idle_close_code, "idle timeout", fail=False, done=None)
+        else:
+            try:
+                self._queue_control(True, b"threadws", None)
+            except ConnectionClosed:
+                self._shutdown()  # only when closing anyway
+                return
+            self._timers.ping_sent = now  # stamped again just before the frame goes out
 
     # --- the reader thread -------------------------------------------------
 

@@ -19,7 +19,7 @@ What it owns
   one set).
 * :class:`Timers`: when the keepalive ping, the ping timeout, the read
   deadline, the closing handshake's timeout and a queued protocol failure fall
-  due. It computes; the connection acts (:attr:`WriterHooks.run_timers`).
+  due. It computes; the connection acts (:attr:`WriterHooks.on_due`).
 
 What it must never do
 ---------------------
@@ -199,7 +199,7 @@ class WriterHooks:
     """What the writer asks of the connection it writes for."""
 
     shutting_down: Callable[[], bool]  # the connection is being torn down (errors then are expected)
-    run_timers: Callable[[bool], float | None]  # act on what is due (stalled?); seconds to the next timer
+    on_due: Callable[[Due, float], None]  # act on what the clocks say is due now
     close_sent: Callable[[], bool]  # our close frame went out: end TLS and stop now?
     shutdown: Callable[[], None]  # tear the connection down (idempotent)
     note: Callable[[str, BaseException], None]  # why it ends (the first cause is kept)
@@ -240,7 +240,7 @@ class Writer:
         self.blocked = False  # a send is waiting for the peer to read
         self.budget = Budget(max_bytes, max_messages)
         self.write_deadline: float | None = None
-        self.next_timer: float | None = None  # when the owner's clocks next need a look
+        self.next_timer: float | None = None  # when the clocks next need a look
         self.last_progress = _monotonic()  # when a send last moved bytes
         self.sent_close: Close | None = None  # our close frame, recorded just before it goes out
         self._sock_timeout: float | None = sock.gettimeout()
@@ -251,20 +251,32 @@ class Writer:
         self._go = False
         self.task = Task(self._run, f"{name}-writer")
 
-    def start(self) -> Task:
-        """Start the writer; with a greeting, it waits for :meth:`release` before sending anything.
+    def start_with(self, reader: Task) -> None:
+        """Start the writer and the connection's *reader*; a greeting goes out only once both run.
 
         Raises:
-            RuntimeError: no thread can be started (nothing was sent).
+            RuntimeError: a thread can't be started; what was started has
+                stopped, and nothing was sent or shut down if there is a
+                greeting (the caller can still refuse the upgrade with 503).
         """
-        if self._greeting:
+        greeting = bool(self._greeting)
+        if greeting:
             gate = self._gate = threading.Lock()
-            gate.acquire()
+            gate.acquire()  # the writer waits at it for the go (see _run)
         WORKERS.run(self.task)
-        return self.task
+        try:
+            WORKERS.run(reader)
+        except BaseException:
+            if greeting:
+                self._release(go=False)
+            else:
+                self.stop()
+            self.task.join()
+            raise
+        if greeting:
+            self._release(go=True)
 
-    def release(self, go: bool) -> None:
-        """Let a writer started with a greeting go on (send it, then work), or end without a byte (*go* False)."""
+    def _release(self, go: bool) -> None:
         assert self._gate is not None
         self._go = go
         self._gate.release()
@@ -324,7 +336,7 @@ class Writer:
             if self._greeting:
                 self._send([self._greeting])
                 self._greeting = b""
-            timeout = hooks.run_timers(False)
+            timeout = self._run_timers(False)
             while True:
                 if (control or self._pongs) and q.empty():
                     batch: list[Any] = []
@@ -332,7 +344,7 @@ class Writer:
                     try:
                         batch = [get(timeout=timeout)]
                     except queue.Empty:
-                        timeout = hooks.run_timers(False)
+                        timeout = self._run_timers(False)
                         continue
                     while not q.empty():
                         batch.append(q.get_nowait())
@@ -353,7 +365,7 @@ class Writer:
                         continue
                 elif not self._write_batch(batch):
                     return
-                timeout = hooks.run_timers(False)
+                timeout = self._run_timers(False)
         except _WriteDeadline:
             hooks.note("write deadline exceeded", TimeoutError("write deadline exceeded"))
         except OSError as exc:
@@ -363,6 +375,20 @@ class Writer:
             hooks.report_bug("writer", exc)
         finally:
             hooks.shutdown()
+
+    def _run_timers(self, stalled: bool) -> float | None:
+        """Have the connection act on what the clocks say is due; seconds until the next timer (None: none)."""
+        hooks = self._hooks
+        timers = self._timers
+        while not hooks.shutting_down():
+            now = _monotonic()
+            due, nxt = timers.due(now, stalled, self.last_progress)
+            if due is None:
+                self.next_timer = nxt
+                return None if nxt is None else max(0.0, nxt - now)
+            hooks.on_due(due, now)
+        self.next_timer = None
+        return None
 
     def _write_batch(self, batch: list[Any]) -> bool:
         """Send control frames, then the batch's data, in one go. False means stop."""
@@ -544,6 +570,6 @@ class Writer:
         hooks = self._hooks
         if hooks.shutting_down():
             raise ConnectionAbortedError("connection shut down")
-        hooks.run_timers(True)
+        self._run_timers(True)
         if hooks.shutting_down():
             raise ConnectionAbortedError("connection shut down")
