@@ -34,7 +34,9 @@ class Settings:
             that tiny messages can't pile up.
         max_fragments: the most frames one message may arrive in; past it the
             connection closes with 1008 (a peer can't keep a message open
-            forever with empty continuation frames).
+            forever with empty continuation frames). Raise it with
+            *read_limit* to receive very large streamed messages: 1 GiB in
+            64 KiB fragments is 16,384 frames.
         idle_timeout: close the connection if the peer sends no message for
             this many seconds (pings and pongs don't count, and the clock
             starts over when the application catches up on a full queue);

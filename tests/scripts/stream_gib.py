@@ -59,7 +59,8 @@ def main() -> None:
             results.put(produce(writer, size))
         conn.recv()  # until the client closes
 
-    settings = {"read_limit": 1 << 40, "ping_interval": None}
+    # 1 GiB in 64 KiB fragments is 16,384 frames: over the default max_fragments.
+    settings = {"read_limit": 1 << 40, "max_fragments": 1 << 20, "ping_interval": None}
     server = threadws.serve(handler, "127.0.0.1", 0, upgrader=threadws.Upgrader(**settings))
     serving = threading.Thread(target=server.serve_forever, daemon=True)
     serving.start()
