@@ -237,7 +237,8 @@ def assert_same_events(fast: Checker, slow: Checker) -> None:
     until it is whole (up to 4 KiB), so when the input ends inside one, it
     has not yet reported the failure that wsproto reported on the bad byte.
     Then it must report that failure, and nothing before it, once the rest of
-    the frame (zeros here) arrives.
+    the frame (zeros here) arrives. (When those xfails come off, so should
+    this allowance.)
     """
     if fast.log != slow.log and slow.ended and not fast.ended and fast.log == slow.log[:-1]:
         assert slow.log[-1][0] == "failure", slow.log[-1]
@@ -379,6 +380,20 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 # --- seeds: one valid input of each kind, for the fuzzer to start from -------------------
 
 
+#: The masking key seeds use instead of a fresh random one: the same seeds, the same run.
+SEED_KEY = b"\x5a\xc3\x0f\x96"
+
+
+def _fixed_key(frame: bytes) -> bytes:
+    """One whole frame, masked with SEED_KEY if it was masked at all."""
+    if not frame[1] & 0x80:
+        return frame
+    n = frame[1] & 0x7F
+    i = 2 + (2 if n == 126 else 8 if n == 127 else 0)
+    key = frame[i : i + 4]
+    return frame[:i] + SEED_KEY + bytes(b ^ key[j % 4] ^ SEED_KEY[j % 4] for j, b in enumerate(frame[i + 4 :]))
+
+
 def _peer_frames(client: bool, deflate: int | None) -> bytes:
     """Frames the other side sends (every kind), built by threadws itself."""
     peer = make_protocol(not client, deflate, 1 << 20)
@@ -394,7 +409,7 @@ def _peer_frames(client: bool, deflate: int | None) -> bytes:
     closing = peer.send_close(1000, "bye")
     assert closing is not None
     out.append(closing)
-    return b"".join(out)
+    return b"".join(_fixed_key(frame) for frame in out)
 
 
 def seeds() -> Iterator[tuple[str, bytes]]:
@@ -411,8 +426,8 @@ def seeds() -> Iterator[tuple[str, bytes]]:
     for client in (0, 1):
         # The start of a frame over 4 KiB (the fast path streams it): text, then binary.
         peer = make_protocol(not client, None, 1 << 20)
-        text = peer.frame(peer.check(MessageType.TEXT, "ab€" * 1100))[:700]
-        binary = peer.frame(peer.check(MessageType.BINARY, bytes(range(256)) * 20))[:700]
+        text = _fixed_key(peer.frame(peer.check(MessageType.TEXT, "ab€" * 1100)))[:700]
+        binary = _fixed_key(peer.frame(peer.check(MessageType.BINARY, bytes(range(256)) * 20)))[:700]
         for views in (0, 1):
             for seed in (0, 77):
                 flags = client | views << 2

@@ -13,9 +13,11 @@ Two drivers, both deterministic:
 
 * atheris (libFuzzer, coverage-guided), in a subprocess per target, from the
   seeds in ``fuzz_targets.seeds()``, libFuzzer seed 1, a fixed number of runs,
-  10 s per input before it counts as a hang, 1 GiB of memory. atheris ships
-  wheels for Linux x86-64 only (setup.cfg's test extra installs it there);
-  elsewhere that test skips.
+  10 s per input before it counts as a hang, 1 GiB of memory; with
+  PYTHONHASHSEED fixed and libFuzzer's time-dependent parts off, two runs
+  try the same inputs (checked: the same corpus, byte for byte). atheris
+  ships wheels for Linux x86-64 only (setup.cfg's test extra installs it
+  there); elsewhere that test skips.
 * hypothesis, in-process: the same seeds, mutated (bytes flipped, inserted,
   deleted, repeated, cut), a fixed number of examples per target. It runs
   everywhere, and is what stands in for atheris where atheris can't.
@@ -84,6 +86,11 @@ def test_atheris(target, tmp_path):
         target,
         f"-runs={RUNS[target]}",
         "-seed=1",
+        # libFuzzer's two clocks: re-reading the corpus folder every second, and
+        # the entropic schedule (it weighs inputs by how long they ran). Without
+        # them the same seed gives the same run, input for input.
+        "-reload=0",
+        "-entropic=0",
         "-max_len=4096",
         "-timeout=10",  # seconds one input may take before it is a hang
         "-rss_limit_mb=1024",
