@@ -5,7 +5,7 @@ path is ``Protocol.receive`` for both roles, with and without
 permessage-deflate, any bytes cut into any reads (only the events it
 documents come out, never more than one per input byte, no message over the
 read limit, nothing after the end, and without compression the same events
-as wsproto alone); the handshake path is ``read_head``, ``check_request``
+as ``Protocol(fast=False)``); the handshake path is ``read_head``, ``check_request``
 and the response builders on the server's side, ``read_response`` and
 ``check_response`` on the client's (only ``HandshakeError`` comes out).
 
