@@ -22,16 +22,20 @@ Two drivers, both deterministic:
   deleted, repeated, cut), a fixed number of examples per target. It runs
   everywhere, and is what stands in for atheris where atheris can't.
 
-Budget and result when this was written (Python 3.11, a 2-core machine shared
-with other test runs): atheris 20,000 runs of the frame path, 10,000 of each
-handshake side, about 40 s in all; hypothesis 1,000 examples per target,
-about 10 s. 0 crashes, 0 hangs. Longer local runs (a crash leaves its input in
-./crash-*; pass that file instead of the corpus to replay it)::
+Budget and result when this was written (on a 2-core machine shared with
+other test runs): atheris 20,000 runs of the frame path and 10,000 of each
+handshake side, 25 to 45 s in all; hypothesis 1,000 examples per target,
+about 10 s; 0 crashes, 0 hangs on Pythons 3.10 (atheris 2.3.0), 3.11, 3.12
+and 3.13 (atheris 3.0.0). A longer run on 3.11 (the commands below, libFuzzer
+seed 7, inputs up to 8 KiB, entropic schedule on): 300,000 runs of the frame
+path (305 s), 200,000 of the server side (29 s) and of the client side
+(80 s), 0 crashes, 0 hangs, at most 61 MB resident. A crash leaves its input
+in ./crash-*; pass that file instead of the corpus to replay it::
 
     .venv/py3.11/bin/python -m tests.fuzz_targets seeds /tmp/corpus
-    .venv/py3.11/bin/python -m tests.fuzz_targets protocol /tmp/corpus/protocol -runs=2000000 -max_len=4096
-    .venv/py3.11/bin/python -m tests.fuzz_targets server /tmp/corpus/server -runs=500000
-    .venv/py3.11/bin/python -m tests.fuzz_targets client /tmp/corpus/client -runs=500000
+    .venv/py3.11/bin/python -m tests.fuzz_targets protocol /tmp/corpus/protocol -runs=300000 -seed=7 -max_len=8192
+    .venv/py3.11/bin/python -m tests.fuzz_targets server /tmp/corpus/server -runs=200000 -seed=7 -max_len=8192
+    .venv/py3.11/bin/python -m tests.fuzz_targets client /tmp/corpus/client -runs=200000 -seed=7 -max_len=8192
 """
 
 from __future__ import annotations
