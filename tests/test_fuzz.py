@@ -78,7 +78,7 @@ def test_every_seed_passes(target):
 @pytest.mark.skipif(not HAS_ATHERIS_WHEEL, reason="atheris has wheels for Linux x86-64 and Python < 3.14 only")
 @pytest.mark.parametrize("target", sorted(RUNS))
 def test_atheris(target, tmp_path):
-    """libFuzzer's run over one target ends with its budget spent: no crash, no hang, no leak."""
+    """libFuzzer's run over one target ends with its budget spent: no crash, no hang, no runaway memory."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, data in enumerate(SEEDS[target]):
