@@ -223,10 +223,6 @@ def protocol_target(data: bytes) -> None:
         assert_same_events(*runs)
 
 
-#: Enough bytes to complete any frame the fast path holds back: the longest
-#: header and the longest frame that waits to be parsed whole.
-COMPLETION = bytes(14 + 4096)
-
 
 def assert_same_events(fast: Checker, slow: Checker) -> None:
     """The fast path's run and wsproto's, over the same reads, gave the same events.
@@ -235,20 +231,7 @@ def assert_same_events(fast: Checker, slow: Checker) -> None:
     differs by design: a short frame cut by a read waits to be parsed whole),
     failures by code (a 1007's reason quotes Python's decoder on what each
     side decoded at once, so positions differ).
-
-    One difference is allowed, the known defect test_protocol.py pins with
-    strict xfails (``test_invalid_utf8_fails_on_the_byte``,
-    ``test_header_errors_fail_on_the_byte``): the fast path holds back a
-    frame's header until it is whole (up to 14 bytes) and a short text frame
-    until it is whole (up to 4 KiB), so when the input ends inside one, it
-    may not yet have reported the failure the other reported on the bad
-    byte. Then it must report that failure, and nothing before it, once the
-    rest of the frame (zeros here) arrives. (When those xfails come off, so
-    should this allowance.)
     """
-    if fast.log != slow.log and slow.ended and not fast.ended and fast.log == slow.log[:-1]:
-        assert slow.log[-1][0] == "failure", slow.log[-1]
-        fast.feed(COMPLETION)
     assert fast.log == slow.log, (fast.log, slow.log)
     # A message cut short by a failure or the end: each side delivered some of its start.
     a, b = fast.partial, slow.partial

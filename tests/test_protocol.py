@@ -391,7 +391,7 @@ def utf8_streams(role: str, payload: bytes, bad: int) -> Iterator[Any]:
     """(shape, stream, index in the stream of the byte that must yield the failure, held back)
 
     *held back*: the fast path keeps a whole frame of up to 4 KiB until it has
-    all of it (see the xfail below).
+    all of it (and checks the start it holds as it grows).
     """
     frame = peer(role, 1, payload)
     yield "short", frame, header_length(frame) + bad, bad < len(payload) - 1
@@ -410,34 +410,17 @@ def utf8_streams(role: str, payload: bytes, bad: int) -> Iterator[Any]:
     yield "across-fragments", first + frame, len(first) + header_length(frame), False
 
 
-def utf8_cases(timing: bool) -> Iterator[Any]:
-    """The streams for each role and parser; with *timing*, the fast path's known lateness marked."""
+def utf8_cases() -> Iterator[Any]:
+    """The streams for each role and parser."""
     for role in ROLES:
         for fast in (True, False):
             for param in BAD_UTF8:
                 payload, bad = param.values
-                for shape, stream, index, held in utf8_streams(role, payload, bad):
-                    marks = []
-                    if timing and fast and held:
-                        marks.append(
-                            pytest.mark.xfail(
-                                strict=True,
-                                reason="the fast path holds a whole text frame of up to 4 KiB (_PENDING_MAX) "
-                                "that a read cut short in _pending and decodes it only once complete: "
-                                "the 1007 comes with the frame's last byte, not the bad one",
-                            )
-                        )
-                    yield pytest.param(
-                        role,
-                        fast,
-                        stream,
-                        index,
-                        marks=marks,
-                        id=f"{role}-{'fast' if fast else 'wsproto'}-{param.id}-{shape}",
-                    )
+                for shape, stream, index, _held in utf8_streams(role, payload, bad):
+                    yield pytest.param(role, fast, stream, index, id=f"{role}-{'fast' if fast else 'wsproto'}-{param.id}-{shape}")
 
 
-@pytest.mark.parametrize("role, fast, stream, index", list(utf8_cases(timing=True)))
+@pytest.mark.parametrize("role, fast, stream, index", list(utf8_cases()))
 def test_invalid_utf8_fails_on_the_byte(role, fast, stream, index):
     """Fed one byte per read, the 1007 comes from the read that brought the decisive byte."""
     assert wsproto_fails_at(role, stream) == index  # the decisive bytes above are wsproto's too
@@ -453,7 +436,7 @@ def test_invalid_utf8_fails_on_the_byte(role, fast, stream, index):
     assert at == index, f"the failure came at byte {at}, the decisive byte is {index}"
 
 
-@pytest.mark.parametrize("role, fast, stream, index", list(utf8_cases(timing=False)))
+@pytest.mark.parametrize("role, fast, stream, index", list(utf8_cases()))
 def test_invalid_utf8_in_one_read_is_1007(role, fast, stream, index):
     """The same streams in one read: the messages before it, then the failure, then nothing."""
     events = receive(make(role, fast), stream + peer(role, 1, b"after"))
@@ -524,28 +507,14 @@ HEADER_ERRORS = [
 ]
 
 
-def header_cases(late_only: bool) -> Iterator[Any]:
-    """(role, stream, index of the decisive byte, index of the bad frame's last header byte).
-
-    With *late_only*, only the cases where the header goes on past the
-    decisive byte (strict xfails: see the reason).
-    """
+def header_cases() -> Iterator[Any]:
+    """(role, stream, index of the decisive byte, index of the bad frame's last header byte)."""
     for role in ROLES:
         for name, build in HEADER_ERRORS:
             stream, index = build(role)
             start = len(peer(role, 1, b"ab", fin=False)) if name.startswith("new-message") else 0
             header_end = start + header_length(stream[start:]) - 1
-            if not late_only:
-                yield pytest.param(role, stream, index, header_end, id=f"{role}-{name}")
-            elif header_end > index:
-                mark = pytest.mark.xfail(
-                    strict=True,
-                    reason="Protocol reads a frame's whole header (extended length and masking key) "
-                    "before it looks at the frame or hands it to wsproto, which alone fails the frame "
-                    "on its first two bytes (opcode, RSV, FIN of a control frame, length over 125) or "
-                    "once the length is read (non-minimal, mask bit): up to 12 bytes later",
-                )
-                yield pytest.param(role, stream, index, header_end, marks=mark, id=f"{role}-{name}")
+            yield pytest.param(role, stream, index, header_end, id=f"{role}-{name}")
 
 
 def wsproto_fails_at(role: str, stream: bytes) -> int | None:
@@ -558,7 +527,7 @@ def wsproto_fails_at(role: str, stream: bytes) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("role, stream, index, header_end", list(header_cases(late_only=False)))
+@pytest.mark.parametrize("role, stream, index, header_end", list(header_cases()))
 def test_header_errors_fail_by_the_end_of_the_header(role, fast, stream, index, header_end):
     """Fed one byte per read, a malformed header is 1002 once its bytes show it, at the latest
     when the header is whole; never before wsproto alone (the reference) sees it."""
@@ -570,11 +539,12 @@ def test_header_errors_fail_by_the_end_of_the_header(role, fast, stream, index, 
     assert index <= at <= max(index, header_end), (at, index, header_end)
 
 
-@pytest.mark.parametrize("role, stream, index, header_end", list(header_cases(late_only=True)))
-def test_header_errors_fail_on_the_byte(role, stream, index, header_end):
+@pytest.mark.parametrize("role, stream, index, header_end", list(header_cases()))
+def test_header_errors_fail_on_the_byte(role, fast, stream, index, header_end):
     """Fed one byte per read, a malformed header is 1002 from the read that brought the
-    decisive byte, as with wsproto alone."""
-    events = list(bytewise(make(role), stream + peer(role, 1, b"after")))
+    decisive byte, as with wsproto alone: a frame that can't be the fast path's goes to
+    wsproto as soon as its first bytes show it."""
+    events = list(bytewise(make(role, fast), stream + peer(role, 1, b"after")))
     at, failure = events[-1]
     assert type(failure) is Failure and failure.code == CloseCode.PROTOCOL_ERROR
     assert at == index, f"the failure came at byte {at}, the decisive byte is {index}"
@@ -917,12 +887,6 @@ def test_a_compressed_message_after_close_is_refused(role):
         proto.frame(message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Protocol.frame's docstring promises ProtocolClosed once a close went out, but without "
-    "extensions check() returns the finished frame and frame() hands it back without looking at "
-    "the state (Conn's Outbox checks can_send_data first, so Conn is not affected)",
-)
 def test_a_plain_message_after_close_is_refused(role):
     proto = make(role)
     message = proto.check(MessageType.TEXT, "late")

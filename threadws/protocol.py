@@ -75,6 +75,19 @@ __all__ = [
 #: A plain frame up to this long that a read cut short waits to be parsed whole;
 #: a longer one is delivered in chunks as it arrives.
 _PENDING_MAX = 4096
+#: The longest frame header: 2 bytes, an 8-byte length, a 4-byte masking key.
+_MAX_HEADER = 14
+
+
+def _frame_length(head: bytes) -> int | None:
+    """The whole length of the frame *head* begins (header and payload); None until the length is in it."""
+    n = head[1] & 0x7F
+    size = 2 if n == 126 else 8 if n == 127 else 0
+    if len(head) < 2 + size:
+        return None
+    if size:
+        n = int.from_bytes(head[2 : 2 + size], "big")
+    return 2 + size + (4 if head[1] & 0x80 else 0) + n
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 Data = Union[str, bytes]
@@ -211,6 +224,7 @@ class Protocol:
         self._done = False  # a close frame or a failure came: input is ignored
         # The fast path's parsing state.
         self._ws_owed = 0  # bytes of a frame begun in wsproto that it still needs
+        self._ws_head = b""  # a header begun in wsproto whose length we don't know yet
         self._ws_mid = False  # wsproto is inside a fragmented message
         self._pending = b""  # the start of a short plain frame split across reads
         self._long_left = 0  # payload bytes still to come of a long plain frame
@@ -265,6 +279,19 @@ class Protocol:
                 yield event
                 if self._done:
                     return
+        elif self._ws_head:
+            # wsproto has the start of a frame's header: feed it the rest of that frame.
+            head = self._ws_head + bytes(data[:_MAX_HEADER])
+            total = _frame_length(head)
+            if total is None:  # still not the whole length: all of it is wsproto's
+                self._ws_head = head[: len(self._ws_head) + end]
+                yield from self._feed_ws(data)
+                return
+            owed = total - len(self._ws_head)
+            self._ws_head = b""
+            i = min(owed, end)
+            self._ws_owed = owed - i
+            yield from self._feed_ws(data[:i])
         elif self._ws_owed:
             i = min(self._ws_owed, end)
             self._ws_owed -= i
@@ -285,24 +312,22 @@ class Protocol:
                 return
             b0 = data[i]
             b1 = data[i + 1]
+            masked = b1 & 0x80
             n = b1 & 0x7F
             j = i + 2
-            canonical = True
             if n >= 126:
                 size = 2 if n == 126 else 8
                 if end - j < size:
-                    self._pending = bytes(data[i:])
-                    return
+                    if fast and (b0 == FIN_TEXT or b0 == FIN_BINARY) and masked == mask_bit and not self._ws_mid:
+                        self._pending = bytes(data[i:])  # may be ours: wait for the length
+                        return
+                    break  # wsproto's: hand it over now, so a bad header fails on its first byte
                 n = int.from_bytes(data[j : j + size], "big")
                 j += size
                 canonical = n >= 126 if size == 2 else (n >= 65536 and not n >> 63)
-            masked = b1 & 0x80
-            if masked:
-                if end - j < 4:
-                    self._pending = bytes(data[i:])
-                    return
-                j += 4
-            stop = j + n
+            else:
+                canonical = True
+            stop = j + (4 if masked else 0) + n
             if (
                 fast
                 and (b0 == FIN_TEXT or b0 == FIN_BINARY)
@@ -311,8 +336,18 @@ class Protocol:
                 and not self._ws_mid
                 and n <= self._read_limit
             ):
+                if masked:
+                    if end - j < 4:
+                        self._pending = bytes(data[i:])
+                        return
+                    j += 4
                 if stop > end:
                     if n <= _PENDING_MAX:
+                        if b0 == FIN_TEXT and end > j:
+                            failure = self._check_text_start(data[j:end], data[j - 4 : j] if masked else None)
+                            if failure is not None:
+                                yield failure
+                                return
                         self._pending = bytes(data[i:])  # short: parse it whole next time
                         return
                     self._long_left = n
@@ -346,22 +381,47 @@ class Protocol:
                 yield Message(MessageType.TEXT, text, n)
                 continue
             # Anything else is wsproto's: this frame, or its start and then the rest.
+            failure = self._count_frame(b0)
+            if failure is not None:
+                yield failure
+                return
             if stop > end:
                 self._ws_owed = stop - end
                 stop = end
-            if not b0 & 0x08:  # a data frame: track whether a message is open, and its frames
-                self._ws_mid = not b0 & 0x80
-                self._fragments = 1 if b0 & 0x0F else self._fragments + 1
-                if self._fragments > self.max_fragments:
-                    limit = self.max_fragments
-                    yield self._failure(
-                        CloseCode.POLICY_VIOLATION,
-                        f"too many fragments (limit {limit})",
-                        f"a message in more than {limit} frames",
-                    )
-                    return
             yield from self._feed_ws(data[i:stop])
             i = stop
+        else:
+            return
+        # A frame that can't be the fast path's, its extended length cut short:
+        # wsproto gets what there is now, and the rest of the frame later.
+        failure = self._count_frame(b0)
+        if failure is not None:
+            yield failure
+            return
+        self._ws_head = bytes(data[i:])
+        yield from self._feed_ws(data[i:])
+
+    def _count_frame(self, b0: int) -> Failure | None:
+        """A frame with first byte *b0* goes to wsproto: track the open message and its frames."""
+        if b0 & 0x08:
+            return None  # a control frame
+        self._ws_mid = not b0 & 0x80
+        self._fragments = 1 if b0 & 0x0F else self._fragments + 1
+        if self._fragments > self.max_fragments:
+            limit = self.max_fragments
+            return self._failure(
+                CloseCode.POLICY_VIOLATION, f"too many fragments (limit {limit})", f"a message in more than {limit} frames"
+            )
+        return None
+
+    def _check_text_start(self, part: Any, key: Any) -> Failure | None:
+        """The start of a short text frame held until it is whole: fail now if it can't be UTF-8."""
+        raw = bytes(part) if key is None else unmask(part, key)
+        try:
+            _utf8_decoder().decode(raw, False)
+        except UnicodeDecodeError as exc:
+            return self._invalid_utf8(exc)
+        return None
 
     def _long_chunk(self, data: Any, buf: bytearray | None, start: int, stop: int) -> Event | None:
         """``data[start:stop]``, the next payload bytes of the long plain frame in progress."""
@@ -532,6 +592,8 @@ class Protocol:
             ProtocolClosed: a close frame went out or came in already.
         """
         if type(message) is bytes:
+            if not self.can_send_data:
+                raise ProtocolClosed("a close frame went out or came in already")
             return message
         if not compress and self._deflate is not None:
             self._deflate.compress_next = False  # read by this message's first frame
