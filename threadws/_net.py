@@ -6,6 +6,11 @@ of it, and a step that runs out raises :class:`TimeoutError` saying which step
 it was (``dial ws://example.com/ timed out after 10 s while resolving
 example.com``). HTTP responses (the server's answer to the upgrade, a proxy's
 answer to ``CONNECT``) are parsed by h11, bounded in size.
+
+What it must never do
+---------------------
+Wait without a deadline (every step takes its time from the one
+:class:`Deadline`), or know about WebSockets: it moves bytes and parses HTTP.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ answer 2xx; ``socks5://``, ``socks5h://``, ``socks4://`` and ``socks4a://``
 go through python-socks (the ``socks`` extra), the ``h`` and ``a`` forms
 letting the proxy resolve the server's name. Either way the tunnel is a plain
 TCP socket to the server, on which TLS and the WebSocket handshake follow.
+
+What it must never do
+---------------------
+Touch what goes through the tunnel: TLS and the WebSocket handshake are the
+dial's, end to end.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ payloads show their first bytes in hex, long payloads are cut short, and a
 message that moves in parts says which part a line is. An opening handshake
 reads as its HTTP heads, one line per header (``> GET /chat HTTP/1.1``,
 ``> Host: example.com``, ``< HTTP/1.1 101 Switching Protocols``, ...).
+
+What it must never do
+---------------------
+Log by itself or cost anything when DEBUG is off: the connection calls it
+only when its logger was at DEBUG when the connection was made.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ A dial runs these steps, all within one total *timeout*:
    read with h11 (:func:`threadws.read_response`);
 4. if the server redirects and the caller asked to follow, all of it again
    for the new URL.
+
+What it must never do
+---------------------
+Read or write frames: once the 101 is in, the connection (:class:`~threadws.Conn`)
+owns the socket and the TLS session.
 """
 
 from __future__ import annotations

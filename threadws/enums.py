@@ -1,4 +1,9 @@
-"""Message types and close codes, numbered as in RFC 6455."""
+"""Message types and close codes, numbered as in RFC 6455.
+
+What it must never do
+---------------------
+Import anything of threadws's: every module may import it.
+"""
 
 from __future__ import annotations
 

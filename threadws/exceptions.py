@@ -12,6 +12,11 @@
 Timeouts that leave the connection usable (``read_message(timeout=...)``, a full
 send queue) raise the builtin :class:`TimeoutError`. Misuse raises
 :class:`ValueError` or :class:`TypeError`.
+
+What it must never do
+---------------------
+Import anything of threadws's but :mod:`threadws.enums`: every module may
+import it.
 """
 
 from __future__ import annotations

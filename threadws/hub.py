@@ -1,4 +1,16 @@
-"""Broadcast to many connections without letting a slow one stall the rest."""
+"""Broadcast to many connections without letting a slow one stall the rest.
+
+A :class:`Hub` queues a message on every connection registered with it,
+framed once (:class:`~threadws.PreparedMessage`), with ``try_send``; a peer
+whose queue is full is dropped (``Conn.fail``). With a backplane
+(:mod:`threadws.backplane`) the same message also reaches the hubs of that
+name on other processes.
+
+What it must never do
+---------------------
+Block on a connection (a slow peer costs the others nothing), or touch a
+connection's internals: it uses only the public API.
+"""
 
 from __future__ import annotations
 

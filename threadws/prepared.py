@@ -1,4 +1,11 @@
-"""A message framed once and sent to many connections (gorilla's ``PreparedMessage``)."""
+"""A message framed once and sent to many connections (gorilla's ``PreparedMessage``).
+
+What it must never do
+---------------------
+Frame a message itself or look inside a connection: it asks the connection's
+:class:`~threadws.protocol.Protocol` for the frame and keeps the ones that
+can be shared.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,12 @@
 """Streaming one message: :class:`MessageReader` and :class:`MessageWriter`.
 
 Get them from :meth:`threadws.Conn.next_reader` and :meth:`threadws.Conn.next_writer`.
+
+What they must never do
+-----------------------
+Touch the socket or the protocol: a reader takes chunks from the connection's
+inbox (:class:`ChunkSource`), a writer hands fragments to the connection
+(:class:`FragmentSink`).
 """
 
 from __future__ import annotations
