@@ -47,6 +47,7 @@ __all__ = [
     "parse_head",
     "parse_url",
     "request_headers",
+    "service_unavailable",
 ]
 
 #: The only protocol version RFC 6455 defines (section 4.1).
@@ -242,6 +243,18 @@ def build_error_response(error: HandshakeError) -> bytes:
         *error.headers,
     ]
     return f"HTTP/1.1 {error.status} {phrase}\r\n{_format_headers(headers)}\r\n".encode("latin-1") + body
+
+
+#: Seconds a 503 refusal asks the client to wait before it tries again
+#: (``Retry-After``): a server's slot frees as soon as a handshake or a
+#: connection ends, and :func:`threadws.reconnecting` waits at least this long,
+#: then adds its own random backoff, so that refused clients don't come back at once.
+RETRY_AFTER = 1
+
+
+def service_unavailable(reason: str) -> HandshakeError:
+    """The ``503 Service Unavailable`` refusal (with ``Retry-After``) of a server at a limit or out of threads."""
+    return HandshakeError(reason, 503, [("Retry-After", str(RETRY_AFTER))])
 
 
 # --- client side ---------------------------------------------------------

@@ -2,7 +2,8 @@
 
 :func:`threadws.dial`, :class:`threadws.Upgrader` (and so :func:`threadws.serve`)
 take the same settings as keyword arguments whose defaults are read from here,
-and build one :class:`Settings` per connection factory.
+and build one :class:`Settings` per connection factory. :func:`threadws.serve`
+also takes the server's own limits, kept in a :class:`ServerLimits`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from .enums import check_close_code
 
-__all__ = ["Settings"]
+__all__ = ["ServerLimits", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,45 @@ class Settings:
         if min(self.max_read_queue, self.max_write_queue, self.max_queued_messages, self.max_fragments) <= 0:
             raise ValueError("queue and fragment bounds must be positive")
         check_close_code(self.idle_close_code)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one :func:`threadws.serve` server admits (see each argument of :func:`threadws.serve`).
+
+    The per-connection limits (read limit, queues, timers) are :class:`Settings`,
+    given to the server's :class:`threadws.Upgrader`. None means "no limit" for
+    the two counts.
+    """
+
+    #: WebSocket connections served at once; one more is refused with 503
+    #: before its upgrade. Each takes three threads and one file descriptor:
+    #: 4,096 connections is half of what one process holds under Linux's
+    #: default ``vm.max_map_count`` (about 8,000, bench/README.md).
+    max_connections: int | None = 4096
+    #: TCP connections accepted but not yet upgraded (reading their request
+    #: head, or being sent a static file); one more is refused with 503 by the
+    #: accept loop, without a thread. A handshake takes milliseconds, so 128
+    #: at once is far above what a server completes per second (about 740
+    #: handshakes/s in bench/RESULTS.md), while peers that connect and stay
+    #: silent can pin at most 128 threads for *handshake_timeout*.
+    max_handshakes: int | None = 128
+    #: Seconds a client has to send its whole request head (one total deadline).
+    handshake_timeout: float = 10.0
+    #: Longest request line (else 414).
+    max_request_line: int = 8192
+    #: Largest request head, request line and header fields together (else 431).
+    max_header_bytes: int = 16384
+    #: Most header fields in a request head (else 431); http.client's own cap.
+    max_header_fields: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_handshakes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None: no limit)")
+        if not self.handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be positive")
+        for name in ("max_request_line", "max_header_bytes", "max_header_fields"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
