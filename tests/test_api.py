@@ -22,6 +22,7 @@ def test_all_is_pinned():
         "ProxyError",
         "RedisBackplane",
         "Server",
+        "ServerStats",
         "Upgrader",
         "dial",
         "is_close_error",

@@ -41,6 +41,7 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
     # Signatures with their types and defaults, as written in the source.
     assert "threadws.dial(url: str, *, headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None," in text
     assert "read_limit: int = 1 << 20," in text
+    assert "max_connections: int | None = 4096," in text  # serve()'s, from ServerLimits
 
 
 def test_a_broken_docstring_fails_the_build(tmp_path: Path) -> None:

@@ -295,3 +295,103 @@ def test_path_restricts_upgrades_and_no_directory_listing(tmp_path):
         conn.close()
     finally:
         stop_server(server)
+
+
+# --- serve()'s per-connection settings, and running out of threads under other servers -----------
+
+
+def test_serve_takes_the_per_connection_settings():
+    server = threadws.serve(lambda conn: conn.send(conn.recv()), read_limit=1000, ping_interval=None)
+    thread = threading.Thread(target=server.serve_forever, name="threadws-test-serve", daemon=True)
+    thread.start()
+    try:
+        assert server.upgrader.settings.read_limit == 1000
+        conn = threadws.dial(url_of(server), ping_interval=None)
+        conn.send(b"x" * 1001)  # the limit holds from the first byte
+        with pytest.raises(ConnectionClosedError) as info:
+            conn.recv(timeout=5)
+        assert info.value.code == CloseCode.MESSAGE_TOO_BIG
+    finally:
+        server.shutdown(timeout=5)
+        thread.join(5)
+
+
+def test_serve_refuses_settings_beside_an_upgrader():
+    with pytest.raises(TypeError, match="read_limit, close_timeout given with upgrader="):
+        threadws.serve(lambda conn: None, upgrader=threadws.Upgrader(), read_limit=10, close_timeout=1)
+
+
+@pytest.fixture
+def threads_fail(monkeypatch):
+    """``threads_fail("-reader")``: threads whose name ends so fail to start, as at a thread limit."""
+    real_start = threading.Thread.start
+
+    def make_fail(suffix: str) -> None:
+        def start(thread: threading.Thread) -> None:
+            if thread.name.endswith(suffix):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+
+    return make_fail
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.mark.parametrize("failing", ["-writer", "-reader"])
+def test_upgrade_in_http_server_out_of_threads_answers_503(stdlib_server, threads_fail, caplog, failing):
+    host, port = stdlib_server.server_address[:2]
+    threads_fail(failing)
+    with socket.create_connection((host, port), timeout=5) as sock, caplog.at_level(logging.ERROR, "threadws"):
+        sock.sendall(REQUEST.format(host=f"{host}:{port}", extra="").encode())
+        response = read_until_closed(sock)  # and the socket is closed at once
+    assert response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"Retry-After: 1\r\n" in response and b"101" not in response
+    assert "can't start a connection's threads" in caplog.text
+    assert _Handler.conns.empty()
+
+
+@pytest.mark.parametrize("failing", ["-writer", "-reader"])
+def test_upgrade_wsgi_out_of_threads_answers_503(threads_fail, failing):
+    serving = pytest.importorskip("werkzeug.serving")
+    upgrader = threadws.Upgrader(ping_interval=None)
+    outcomes: queue.Queue[Any] = queue.Queue()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        try:
+            conn = upgrader.upgrade_wsgi(environ)
+        except HandshakeError as exc:
+            outcomes.put(exc.status)
+        else:
+            outcomes.put(conn)
+            conn.close()
+        start_response("200 OK", [])
+        return [b""]
+
+    server = serving.make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="test-werkzeug", daemon=True)
+    thread.start()
+    try:
+        threads_fail(failing)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(REQUEST.format(host=f"127.0.0.1:{server.port}", extra="").encode())
+            response = read_until_closed(sock)
+        assert response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), response
+        assert b"Retry-After: 1\r\n" in response
+        assert response.count(b"HTTP/1.") == 1  # what the app returned afterwards went nowhere
+        assert outcomes.get(timeout=5) == 503
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -33,7 +33,7 @@ from .exceptions import (
 from .hub import Hub
 from .prepared import PreparedMessage
 from .reconnect import reconnecting
-from .server import Server, Upgrader, serve
+from .server import Server, ServerStats, Upgrader, serve
 from .streams import MessageReader, MessageWriter
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "ProxyError",
     "RedisBackplane",
     "Server",
+    "ServerStats",
     "Upgrader",
     "dial",
     "is_close_error",

@@ -1,8 +1,22 @@
-"""The server side: :class:`Upgrader` (for any ``http.server`` handler) and :func:`serve`."""
+"""The server side: :class:`Upgrader` (for any ``http.server`` handler) and :func:`serve`.
+
+Theory of operation (:func:`serve`)
+-----------------------------------
+The accept loop (socketserver's ``serve_forever``) admits each TCP connection
+or refuses it at once, without a thread: 503 when :attr:`ServerLimits.max_handshakes`
+connections are already in their handshake, or when no thread can be started.
+An admitted connection gets a request thread, which reads the request head
+within the handshake timeout (bytes that can't be HTTP are refused as they
+arrive), serves a static file or takes a connection slot (503 beyond
+:attr:`ServerLimits.max_connections`), upgrades, and runs the application's
+handler. The slots are counted under the server's lock and given back when
+the request thread ends.
+"""
 
 from __future__ import annotations
 
-import http.client
+import dataclasses
+import errno
 import http.server
 import io
 import logging
@@ -16,15 +30,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import handshake, wsgi
-from ._http import read_head, take_buffered
+from ._http import parse_fields, read_head, refuse_now, take_buffered
 from ._tls import TLS, TLSSocket
 from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn
-from .settings import Settings
+from .settings import ServerLimits, Settings
 from .enums import CloseCode, MessageType
 from .exceptions import ConnectionClosed, HandshakeError
 
-__all__ = ["Server", "Upgrader", "serve"]
+__all__ = ["Server", "ServerStats", "Upgrader", "serve"]
 
 logger = logging.getLogger("threadws")
 
@@ -111,7 +125,10 @@ class Upgrader:
         Raises:
             HandshakeError: the request is not an acceptable WebSocket
                 handshake; the Upgrader has already answered it (400, 403,
-                405 or 426) and the handler should just return.
+                405 or 426) and the handler should just return. Also 503 (with
+                ``Retry-After``) when the connection's threads can't be
+                started: the client got that answer, the socket is closed,
+                and the error is logged.
             RuntimeError: the request came over an ``ssl.SSLSocket`` (see
                 above); nothing has been sent.
         """
@@ -137,16 +154,20 @@ class Upgrader:
             tls, raw = sock.tls, sock.raw
         try:
             sock.settimeout(None)
-            sock.sendall(response)
             if raw.family in (socket.AF_INET, socket.AF_INET6):
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
-        handler.log_request(101)
         # Hijack: detach the file descriptor so the HTTP server's own
         # shutdown/close of its socket object can't touch our connection.
         raw = socket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
-        return self._connection(raw, accepted, response, leftover, handler.path, handler.headers, tls)
+        try:
+            conn = self._start(raw, accepted, response, leftover, handler.path, handler.headers, tls)
+        except HandshakeError as exc:
+            handler.log_request(exc.status)
+            raise
+        handler.log_request(101)
+        return conn
 
     def _check(self, method: str, http_version: str, headers: handshake.HeaderSource) -> handshake.Accepted:
         """Decide on a request with this Upgrader's policy (HandshakeError if refused)."""
@@ -159,7 +180,7 @@ class Upgrader:
             compression=self.compression,
         )
 
-    def _connection(
+    def _start(
         self,
         sock: socket.socket,
         accepted: handshake.Accepted,
@@ -169,7 +190,11 @@ class Upgrader:
         request_headers: Any,
         tls: TLS | None = None,
     ) -> Conn:
-        """The server-side Conn for a socket whose 101 has been sent."""
+        """The server-side Conn for *sock*; its writer sends the 101 (*response*) once both its threads run.
+
+        Raises HandshakeError(503) when a thread can't be started, having
+        answered 503 and closed the socket: nothing else was sent on it.
+        """
         extensions = []
         if accepted.compression is not None and self.compression is not None:
             extensions.append(
@@ -177,18 +202,25 @@ class Upgrader:
                     accepted.compression, self.compression, client=False, read_limit=self.settings.read_limit
                 )
             )
-        return Conn(
-            sock,
-            client=False,
-            settings=self.settings,
-            trailing_data=leftover,
-            subprotocol=accepted.subprotocol,
-            path=path,
-            request_headers=request_headers,
-            response_headers=handshake.parse_head(response[:-4])[3],
-            extensions=extensions,
-            tls=tls,
-        )
+        try:
+            return Conn(
+                sock,
+                client=False,
+                settings=self.settings,
+                trailing_data=leftover,
+                subprotocol=accepted.subprotocol,
+                path=path,
+                request_headers=request_headers,
+                response_headers=handshake.parse_head(response[:-4])[3],
+                extensions=extensions,
+                tls=tls,
+                greeting=response,
+            )
+        except RuntimeError as exc:  # "can't start new thread": the process is at a thread limit
+            error = handshake.service_unavailable("the server can't start a thread for this connection")
+            logger.error("%s: can't start a connection's threads (%s): answered 503", _peer(sock), exc)
+            refuse_now(sock, handshake.build_error_response(error), tls)
+            raise error from exc
 
     def upgrade_wsgi(
         self,
@@ -218,7 +250,8 @@ class Upgrader:
         Raises:
             HandshakeError: the request is not an acceptable WebSocket
                 handshake; it has already been answered (400, 403, 405 or
-                426, as :meth:`upgrade` does) and the view should just return.
+                426, as :meth:`upgrade` does; 503 when the connection's
+                threads can't be started) and the view should just return.
             RuntimeError: the server does not give up its socket (waitress,
                 wsgiref, uWSGI, ...) or the request came over TLS; the message
                 names the servers that work. Nothing has been sent.
@@ -236,13 +269,20 @@ class Upgrader:
         ours = wsgi.take_over(sock)
         try:
             ours.settimeout(None)  # the descriptor's blocking mode is shared with the server's; make it ours
-            ours.sendall(response)
             if ours.family in (socket.AF_INET, socket.AF_INET6):
                 ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return self._connection(ours, accepted, response, leftover, wsgi.request_target(environ), headers)
         except OSError as exc:
             ours.close()
             raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
+        return self._start(ours, accepted, response, leftover, wsgi.request_target(environ), headers)
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+    except (OSError, ValueError):
+        return "(unknown peer)"
+    return f"{host}:{port}"
 
 
 def _refuse(handler: http.server.BaseHTTPRequestHandler, error: HandshakeError) -> None:
@@ -260,6 +300,11 @@ def _refuse(handler: http.server.BaseHTTPRequestHandler, error: HandshakeError) 
 
 Handler = Callable[[Conn], Any]
 
+#: Seconds between two log warnings about the same kind of refusal ("at most one a minute").
+_WARN_EVERY = 60
+#: What makes ``accept`` fail until something is freed (not the client's fault).
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
 
 class _RequestHandler(http.server.SimpleHTTPRequestHandler):
     """One connection: read a bounded head in bounded time, then upgrade or serve a file."""
@@ -272,7 +317,8 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
 
     def handle(self) -> None:
         owner = self.server.owner
-        deadline = time.monotonic() + owner.handshake_timeout
+        limits = owner.limits
+        deadline = time.monotonic() + limits.handshake_timeout
         self.close_connection = True
         try:
             if owner.ssl_context is not None:
@@ -282,14 +328,14 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
                 self.connection = tls_sock
                 self.wfile = tls_sock.makefile("wb", 0)
             head, rest = read_head(
-                self.connection, deadline, max_line=owner.max_request_line, max_head=owner.max_header_bytes
+                self.connection, deadline, max_line=limits.max_request_line, max_head=limits.max_header_bytes
             )
         except HandshakeError as exc:
             self._answer_error(exc)
             return
         except (OSError, ssl.SSLError):
             return  # timed out (slowloris) or gone: drop it
-        if not self._parse(head, rest):
+        if not self._parse(head, rest, limits.max_header_fields):
             return
         wants_websocket = "websocket" in (self.headers.get("Upgrade") or "").lower()
         if owner.path is not None and self.path.split("?", 1)[0] != owner.path:
@@ -298,32 +344,39 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
                 return
             wants_websocket = False
         if owner.static_dir is not None and not wants_websocket and self.command in ("GET", "HEAD"):
-            self.connection.settimeout(owner.handshake_timeout)
+            self.connection.settimeout(limits.handshake_timeout)
             method = self.do_GET if self.command == "GET" else self.do_HEAD
             method()
             self.wfile.flush()
             if isinstance(self.connection, TLSSocket):
                 self.connection.close_notify()
             return
+        if not owner._take_connection_slot():
+            self._answer_error(handshake.service_unavailable("the server has all the connections it takes"))
+            return
         try:
             conn = owner.upgrader.upgrade(self)
-        except HandshakeError:
+        except HandshakeError as exc:
+            if exc.status == 503:  # the Upgrader's only 503: it couldn't start the connection's threads
+                owner._count_thread_refusal()
             return
         owner._run(conn)
 
-    def _parse(self, head: bytes, rest: bytes) -> bool:
+    def _parse(self, head: bytes, rest: bytes, max_fields: int) -> bool:
+        # read_head has checked the request line's shape: METHOD SP target SP HTTP/x.y.
         line, _, fields = head.partition(b"\r\n")
-        if len(line.split()) != 3:  # not "METHOD target HTTP/x.y" (HTTP/0.9 has no place here)
-            self._answer_error(HandshakeError("malformed request line", 400))
-            return False
         self.raw_requestline = line + b"\r\n"
-        # parse_request reads the headers from rfile: give it exactly the head.
-        self.rfile = io.BytesIO(fields + b"\r\n\r\n" if fields else b"\r\n")
         try:
-            ok = self.parse_request()
-        except http.client.HTTPException:
-            ok = False
-            self.send_error(400, "Bad request headers")
+            headers = parse_fields(fields, max_fields=max_fields)
+        except HandshakeError as exc:
+            self.requestline = line.decode("iso-8859-1")
+            self._answer_error(exc)
+            return False
+        # parse_request would parse the fields again from rfile, under
+        # http.client's own limits: give it none, then set the ones parsed here.
+        self.rfile = io.BytesIO(b"\r\n")
+        ok = self.parse_request()
+        self.headers = headers
         self.rfile = io.BytesIO(rest)  # what follows the head belongs to the WebSocket
         return ok
 
@@ -336,8 +389,7 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
             self.connection.sendall(handshake.build_error_response(error))
         except OSError:
             pass
-        self.requestline = ""
-        self.log_message('"%s" %s', "(unparsed request)", error.status)
+        self.log_message('"%s" %s', getattr(self, "requestline", "") or "(unparsed request)", error.status)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.info("%s - %s", self.address_string(), format % args)
@@ -355,26 +407,75 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         self.owner = owner
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
+        self._backoff = 0.0  # seconds to pause after accept failed for want of resources (0: it didn't)
         super().__init__(address, _RequestHandler)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            request = super().get_request()
+        except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                # The connection stays in the backlog and the listener stays
+                # readable: without a pause the loop would spin at full CPU
+                # until a descriptor frees (Go's net/http backs off the same
+                # way, from 5 ms doubling to 1 s).
+                self._backoff = min(1.0, self._backoff * 2 or 0.005)
+                self.owner._accept_failed(exc, self._backoff)
+            raise  # socketserver drops this round and selects again
+        self._backoff = 0.0
+        return request
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # On the accept loop: admit (a thread of its own) or refuse at once.
+        self.owner._admit(request, client_address, self.process_request_thread)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        thread = threading.current_thread()
-        thread.name = f"threadws-http-{client_address[0]}:{client_address[1]}"
-        self.owner._track(thread, request, True)
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.owner._track(thread, request, False)
+            self.owner._request_done()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.exception("error while handling a request from %s", client_address)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerStats:
+    """What :meth:`Server.stats` counts: the slots in use now, and the refusals since the start."""
+
+    #: WebSocket connections being served (from their upgrade until their
+    #: handler returns): what ``max_connections`` bounds.
+    connections: int
+    #: TCP connections accepted and not yet upgraded (reading their request
+    #: head, or being sent a static file): what ``max_handshakes`` bounds.
+    handshakes: int
+    #: Upgrades refused with 503 because ``max_connections`` were being served.
+    refused_connections: int
+    #: TCP connections refused with 503 by the accept loop because
+    #: ``max_handshakes`` were in their handshake.
+    refused_handshakes: int
+    #: Connections refused with 503 because a thread couldn't be started (the
+    #: request's, or the connection's reader or writer).
+    refused_threads: int
+    #: Times ``accept`` failed for want of file descriptors or memory (the
+    #: client waits in the listen backlog while the accept loop backs off).
+    accept_failures: int
+
+
 class Server:
-    """A threaded WebSocket (and static file) server; see :func:`serve`.
+    """A threaded WebSocket (and static file) server; see :func:`serve`, which makes one.
+
+    Args:
+        handler: called with each new :class:`Conn`.
+        host, port: where to listen.
+        upgrader: the :class:`Upgrader` (None: ``Upgrader()``).
+        path, static_dir, ssl_context: as for :func:`serve`.
+        limits: what the server admits (None: the defaults of
+            :class:`threadws.settings.ServerLimits`).
 
     Attributes:
         server_address: the ``(host, port)`` it listens on (the real port when 0 was asked).
+        limits: the :class:`threadws.settings.ServerLimits` in force.
     """
 
     def __init__(
@@ -387,25 +488,27 @@ class Server:
         path: str | None = None,
         static_dir: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        handshake_timeout: float = 10.0,
-        max_request_line: int = 8192,
-        max_header_bytes: int = 16384,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.handler = handler
         self.path = path
         self.upgrader = upgrader or Upgrader()
         self.static_dir = os.fspath(static_dir) if static_dir is not None else None
         self.ssl_context = ssl_context
-        self.handshake_timeout = handshake_timeout
-        self.max_request_line = max_request_line
-        self.max_header_bytes = max_header_bytes
-        self._lock = threading.Lock()
+        self.limits = limits or ServerLimits()
+        self._lock = threading.Lock()  # guards the connections, slots, counts and _stopped below
         self._conns: set[Conn] = set()
-        self._threads: dict[threading.Thread, Any] = {}
-        self._serving = threading.Event()
+        self._requests: dict[threading.Thread, socket.socket] = {}  # each request thread and its socket
+        self._handshaking: set[threading.Thread] = set()  # holding a handshake slot
+        self._serving: set[threading.Thread] = set()  # holding a connection slot
+        self._counts = {"connections": 0, "handshakes": 0, "threads": 0, "accept": 0}
+        self._warned: dict[str, tuple[float, int]] = {}  # per kind of refusal: when last logged, and the count then
+        self._serving_forever = threading.Event()
+        self._stopping = threading.Event()  # set by shutdown: cuts short the accept loop's backoff
         self._stopped = False
         self._tcp = _TCPServer(self, (host, port))
         self.server_address: tuple[str, int] = self._tcp.server_address[:2]  # type: ignore[assignment]
+        _warn_if_few_files(self.limits)
 
     @property
     def connections(self) -> list[Conn]:
@@ -413,48 +516,85 @@ class Server:
         with self._lock:
             return list(self._conns)
 
+    def stats(self) -> ServerStats:
+        """The slots in use and the refusals so far (a consistent snapshot; cheap, safe from any thread)."""
+        with self._lock:
+            return ServerStats(
+                connections=len(self._serving),
+                handshakes=len(self._handshaking),
+                refused_connections=self._counts["connections"],
+                refused_handshakes=self._counts["handshakes"],
+                refused_threads=self._counts["threads"],
+                accept_failures=self._counts["accept"],
+            )
+
     def serve_forever(self, poll_interval: float = 0.2) -> None:
         """Accept and serve connections until :meth:`shutdown` is called (from another thread)."""
         if self._stopped:
             return
-        self._serving.set()
+        self._serving_forever.set()
         try:
             self._tcp.serve_forever(poll_interval)
         finally:
-            self._serving.clear()
+            self._serving_forever.clear()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop accepting, close every connection with 1001, wait for their threads.
 
-        Connections that haven't finished their closing handshake within
-        *timeout* seconds are aborted. Idempotent.
+        Blocks for at most *timeout* seconds in all (plus up to
+        ``serve_forever``'s *poll_interval* to stop accepting). Requests still
+        in their handshake are dropped; open connections are sent a close
+        frame with 1001 ("going away") and get until shortly before the
+        deadline to finish the closing handshake, then are torn down; then
+        handler threads are waited for until the deadline. Handlers that
+        are still running then (one busy with something other than its
+        connection) are logged and left to finish on their own: their threads
+        are daemon threads. Idempotent; call it from another thread than the
+        one in ``serve_forever``.
         """
         deadline = time.monotonic() + timeout
         with self._lock:
             first = not self._stopped
             self._stopped = True
         if first:
-            if self._serving.is_set():
+            self._stopping.set()
+            if self._serving_forever.is_set():
                 self._tcp.shutdown()
             self._tcp.server_close()
         with self._lock:
-            pending = [sock for sock, in_handshake in self._threads.values() if in_handshake]
+            pending = [self._requests[thread] for thread in self._handshaking if thread in self._requests]
+            conns = list(self._conns)
+            threads = list(self._requests)
         for sock in pending:
             _shutdown_socket(sock)  # a request still in its handshake: drop it
-        conns = self.connections
         payload = CloseCode.GOING_AWAY.to_bytes(2, "big") + b"server shutting down"
         for conn in conns:
             try:
                 conn.write_control(MessageType.CLOSE, payload)
             except ConnectionClosed:
                 pass
+        # The closing handshakes run at once, each on its connection's own
+        # threads; the last part of the time goes to tearing down the ones
+        # that don't finish (fail() doesn't wait) and to the joins.
+        closed_by = deadline - min(1.0, timeout / 10)
         for conn in conns:
-            if not conn.wait_closed(max(0.0, deadline - time.monotonic())):
-                conn.abort()
-        with self._lock:
-            threads = list(self._threads)
+            conn.wait_closed(max(0.0, closed_by - time.monotonic()))
+        for conn in conns:
+            if not conn.closed:
+                detail = "server shutdown: the closing handshake did not finish in time"
+                conn.fail(CloseCode.GOING_AWAY, "server shutting down", detail=detail)
+        for conn in conns:
+            conn.wait_closed(max(0.0, deadline - time.monotonic()))
+        me = threading.current_thread()
         for thread in threads:
-            thread.join(max(0.1, deadline - time.monotonic()))
+            if thread is not me:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        running = sum(1 for thread in threads if thread is not me and thread.is_alive())
+        if running:
+            logger.warning(
+                "server shutdown: %d handler thread%s still running after %.1f s; left to finish on their own",
+                running, "s" if running > 1 else "", timeout,
+            )  # fmt: skip
 
     def __enter__(self) -> Server:
         return self
@@ -462,27 +602,115 @@ class Server:
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
-    def _track(self, thread: threading.Thread, request: Any, start: bool) -> None:
+    # --- slots: taken and given back under the lock ---------------------------------
+
+    def _admit(self, sock: socket.socket, address: Any, serve: Callable[[Any, Any], None]) -> None:
+        """On the accept loop: give *sock* a request thread and a handshake slot, or refuse it at once."""
+        limit = self.limits.max_handshakes
+        thread = None
         with self._lock:
-            if start:
-                self._threads[thread] = (request, True)
+            if self._stopped:
+                stopped, full = True, False
             else:
-                self._threads.pop(thread, None)
+                stopped, full = False, limit is not None and len(self._handshaking) >= limit
+            if full:
+                warn = self._count("handshakes")
+            elif not stopped:
+                name = f"threadws-http-{_address(address)}"
+                thread = threading.Thread(target=serve, args=(sock, address), name=name, daemon=True)
+                self._requests[thread] = sock
+                self._handshaking.add(thread)
+        if thread is None:
+            if full:
+                self._log_refusal(warn, f"max_handshakes ({limit}) connections are in their handshake")
+                logger.info("%s - refused with 503: max_handshakes reached", _address(address))
+                refuse_now(sock, handshake.build_error_response(handshake.service_unavailable("too many handshakes")))
+            else:
+                sock.close()
+            return
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            with self._lock:
+                del self._requests[thread]
+                self._handshaking.discard(thread)
+                warn = self._count("threads")
+            self._log_refusal(warn, f"can't start a request thread ({exc})", logging.ERROR)
+            logger.info("%s - refused with 503: no thread", _address(address))
+            error = handshake.service_unavailable("the server can't start a thread for this connection")
+            refuse_now(sock, handshake.build_error_response(error))
+
+    def _take_connection_slot(self) -> bool:
+        """On a request thread about to upgrade: trade its handshake slot for a connection slot, if one is free."""
+        thread = threading.current_thread()
+        limit = self.limits.max_connections
+        with self._lock:
+            if limit is None or len(self._serving) < limit:
+                self._handshaking.discard(thread)
+                self._serving.add(thread)
+                return True
+            warn = self._count("connections")
+        self._log_refusal(warn, f"max_connections ({limit}) connections are open")
+        return False
+
+    def _accept_failed(self, error: OSError, pause: float) -> None:
+        """On the accept loop: ``accept`` failed for want of resources; log it (rate-limited), then pause."""
+        with self._lock:
+            count = self._count("accept")
+        if count is not None:
+            logger.error(
+                "can't accept connections (%s): they wait in the listen backlog; raise the open files limit "
+                "(ulimit -n) or lower max_connections (%d failures since the last such error, at most one a minute)",
+                error, count,
+            )  # fmt: skip
+        self._stopping.wait(pause)
+
+    def _count_thread_refusal(self) -> None:
+        with self._lock:
+            self._count("threads")  # the Upgrader has logged it
+
+    def _request_done(self) -> None:
+        """A request thread ends: give back its slot."""
+        thread = threading.current_thread()
+        with self._lock:
+            self._requests.pop(thread, None)
+            self._handshaking.discard(thread)
+            self._serving.discard(thread)
+
+    def _count(self, kind: str) -> int | None:
+        """Under the lock: count a refusal (or an accept failure) of *kind*.
+
+        Returns how many there were since the last log line about *kind* when
+        it is time for one (the first, then at most one per ``_WARN_EVERY``
+        seconds: a flood of refusals must not become a flood of log lines),
+        else None.
+        """
+        self._counts[kind] += 1
+        now = time.monotonic()
+        when, total = self._warned.get(kind, (None, 0))
+        if when is not None and now - when < _WARN_EVERY:
+            return None
+        self._warned[kind] = (now, self._counts[kind])
+        return self._counts[kind] - total
+
+    @staticmethod
+    def _log_refusal(count: int | None, why: str, level: int = logging.WARNING) -> None:
+        if count is not None:
+            logger.log(
+                level, "%s: refusing new connections with 503 (%d since the last such warning, at most one a minute)",
+                why, count,
+            )  # fmt: skip
 
     def _run(self, conn: Conn) -> None:
         """Run the handler for *conn* on this (the request's) thread, then close."""
-        thread = threading.current_thread()
         with self._lock:
-            if thread in self._threads:
-                self._threads[thread] = (self._threads[thread][0], False)
             stopped = self._stopped
             if not stopped:
                 self._conns.add(conn)
-        if not stopped:
-            conn.add_done_callback(self._forget)
         if stopped:
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
             return
+        conn.add_done_callback(self._forget)
         try:
             self.handler(conn)
         except ConnectionClosed:
@@ -498,11 +726,35 @@ class Server:
             self._conns.discard(conn)
 
 
+def _address(address: Any) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
 def _shutdown_socket(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _warn_if_few_files(limits: ServerLimits) -> None:
+    """Warn when the process may run out of file descriptors before the server reaches its limits."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limits.max_connections is None or soft == resource.RLIM_INFINITY:
+        return
+    # One descriptor per connection and per handshake, and some for the rest of the process.
+    needed = limits.max_connections + (limits.max_handshakes or 0) + 64
+    if soft < needed:
+        logger.warning(
+            "the open files limit (ulimit -n: %d) is lower than max_connections (%d) + max_handshakes (%s) need: "
+            "beyond about %d connections, accepting fails with 'Too many open files'; raise it (ulimit -n %d) "
+            "or lower max_connections",
+            soft, limits.max_connections, limits.max_handshakes, max(0, soft - 64), needed,
+        )  # fmt: skip
 
 
 def serve(
@@ -514,9 +766,18 @@ def serve(
     path: str | None = None,
     static_dir: str | os.PathLike[str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    handshake_timeout: float = 10.0,
-    max_request_line: int = 8192,
-    max_header_bytes: int = 16384,
+    max_connections: int | None = ServerLimits.max_connections,
+    max_handshakes: int | None = ServerLimits.max_handshakes,
+    handshake_timeout: float = ServerLimits.handshake_timeout,
+    max_request_line: int = ServerLimits.max_request_line,
+    max_header_bytes: int = ServerLimits.max_header_bytes,
+    max_header_fields: int = ServerLimits.max_header_fields,
+    read_limit: int = Settings.read_limit,
+    ping_interval: float | None = Settings.ping_interval,
+    ping_timeout: float | None = Settings.ping_timeout,
+    close_timeout: float = Settings.close_timeout,
+    max_read_queue: int = Settings.max_read_queue,
+    max_write_queue: int = Settings.max_write_queue,
 ) -> Server:
     """Create a threaded server that runs ``handler(conn)`` for each WebSocket connection.
 
@@ -535,12 +796,16 @@ def serve(
     connection closes with 1000; when it raises, with 1011 (the traceback is
     logged to the ``threadws`` logger).
 
+    The README's "Security and limits" explains each limit's default and what
+    a deployment must add (TLS, per-client limits at a proxy).
+
     Args:
         handler: called with each new :class:`Conn`.
         host, port: where to listen; port 0 picks a free port (see
             :attr:`Server.server_address`).
         upgrader: the :class:`Upgrader` (origin policy, subprotocols,
-            per-connection settings); the default is same-origin only.
+            compression, per-connection settings); the default is
+            same-origin only, with the per-connection settings given here.
         path: if given, WebSocket upgrades are accepted only at this path
             (``"/ws"``); requests for other paths get 404 unless
             *static_dir* serves them. None accepts upgrades at any path (the
@@ -549,20 +814,59 @@ def serve(
             upgrades) are answered with files from this directory
             (``index.html`` for a directory; never a listing).
         ssl_context: a server-side TLS context to serve ``wss://``.
+        max_connections: WebSocket connections served at once (None: no
+            limit); an upgrade beyond it is refused with 503 and
+            ``Retry-After``. Each connection takes three threads and a file
+            descriptor.
+        max_handshakes: TCP connections accepted but not yet upgraded (None:
+            no limit); one more is refused with 503 by the accept loop at
+            once, without starting a thread, so that peers which connect and
+            stay silent can't take every thread.
         handshake_timeout: seconds a client has to send its whole request
             head; slower ones are dropped.
         max_request_line: longest request line accepted (else 414).
         max_header_bytes: largest request head accepted (else 431).
+        max_header_fields: most header fields accepted (else 431).
+        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue:
+            per-connection settings, as for :func:`threadws.dial`, for the
+            default Upgrader. With *upgrader* given, give them to it instead:
+            a value here other than the default then raises TypeError.
+
+    Raises:
+        TypeError: *upgrader* and a per-connection setting both given.
+        ValueError: a limit out of range (see :class:`threadws.settings.ServerLimits`).
+        OSError: the address can't be listened on.
     """
-    return Server(
-        handler,
-        host,
-        port,
-        upgrader=upgrader,
-        path=path,
-        static_dir=static_dir,
-        ssl_context=ssl_context,
+    settings = Settings(
+        read_limit=read_limit,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        max_read_queue=max_read_queue,
+        max_write_queue=max_write_queue,
+    )
+    if upgrader is None:
+        upgrader = Upgrader(
+            read_limit=read_limit,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_read_queue=max_read_queue,
+            max_write_queue=max_write_queue,
+        )
+    elif settings != Settings():
+        given = [f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != f.default]
+        raise TypeError(
+            f"serve(): {', '.join(given)} given with upgrader=; pass the per-connection settings to the Upgrader"
+        )
+    limits = ServerLimits(
+        max_connections=max_connections,
+        max_handshakes=max_handshakes,
         handshake_timeout=handshake_timeout,
         max_request_line=max_request_line,
         max_header_bytes=max_header_bytes,
+        max_header_fields=max_header_fields,
+    )
+    return Server(
+        handler, host, port, upgrader=upgrader, path=path, static_dir=static_dir, ssl_context=ssl_context, limits=limits
     )

@@ -74,6 +74,10 @@ class ThreadwsApi(SphinxDirective):
         return list(container.children)
 
 
+#: The classes in threadws/settings.py whose defaults signatures refer to.
+_DEFAULT_HOLDERS = ("Settings", "ServerLimits")
+
+
 def _settings_defaults() -> dict[str, str]:
     """``{"Settings.read_limit": "1 << 20", ...}``: the defaults as written in threadws/settings.py."""
     import ast
@@ -84,19 +88,19 @@ def _settings_defaults() -> dict[str, str]:
     tree = ast.parse(source)
     found: dict[str, str] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "Settings":
+        if isinstance(node, ast.ClassDef) and node.name in _DEFAULT_HOLDERS:
             for item in node.body:
                 if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value is not None:
-                    found[f"Settings.{item.target.id}"] = ast.get_source_segment(source, item.value) or ""
+                    found[f"{node.name}.{item.target.id}"] = ast.get_source_segment(source, item.value) or ""
     return found
 
 
 def _show_setting_defaults(
     app: Sphinx, what: str, name: str, obj: Any, options: Any, signature: str | None, annotation: str | None
 ) -> tuple[str, str | None] | None:
-    # dial() and Upgrader() take their defaults from Settings (written once);
-    # the reader wants the value, as Settings writes it.
-    if not signature or "Settings." not in signature:
+    # dial(), Upgrader() and serve() take their defaults from Settings and
+    # ServerLimits (written once); the reader wants the value, as written there.
+    if not signature or not any(f"{holder}." in signature for holder in _DEFAULT_HOLDERS):
         return None
     for reference, value in _settings_defaults().items():
         signature = signature.replace(f"= {reference}", f"= {value}")
