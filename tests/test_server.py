@@ -395,3 +395,16 @@ def test_upgrade_wsgi_out_of_threads_answers_503(threads_fail, failing):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_an_abort_right_after_the_upgrade_still_follows_the_101():
+    """The 101 goes out on the connection's writer: the upgrade returns once it has, so nothing cuts it off."""
+    server = start_server(lambda conn: conn.abort())
+    try:
+        host, port = server.server_address
+        request = REQUEST.format(host=f"{host}:{port}", extra="").encode()
+        for _ in range(50):
+            response = raw_request(server, request)
+            assert response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), response
+    finally:
+        stop_server(server)

@@ -115,7 +115,8 @@ class Conn:
         name: the connection's name in logs and thread names.
         greeting: bytes the writer sends before anything else (a server's
             101), once both threads run: if one can't be started, the
-            constructor raises RuntimeError having sent nothing.
+            constructor raises RuntimeError having sent nothing; otherwise it
+            returns once the greeting has been handed to the operating system.
     """
 
     def __init__(

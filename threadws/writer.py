@@ -41,7 +41,7 @@ from typing import Any
 
 from ._budget import Budget
 from ._tls import TLS
-from ._workers import WORKERS, Task
+from ._workers import WORKERS, Latch, Task
 from .exceptions import Close
 
 __all__ = ["CloseItem", "ControlItem", "Due", "Timers", "Writer", "WriterHooks"]
@@ -54,6 +54,9 @@ _IOV_MAX = 1024
 STALL_TICK = 1.0
 #: The most pongs waiting to go out (see Writer.put_pong).
 _MAX_PONGS = 16
+#: The longest :meth:`Writer.start_with` waits for the greeting to go out (a bound
+#: that a greeting into a fresh connection's empty send buffer never comes near).
+_GREETING_WAIT = 10.0
 
 
 class Due(enum.Enum):
@@ -249,6 +252,7 @@ class Writer:
         self._greeting = greeting
         self._gate: threading.Lock | None = None
         self._go = False
+        self._greeted = Latch()  # the greeting is with the OS (or the writer has ended)
         self.task = Task(self._run, f"{name}-writer")
 
     def start_with(self, reader: Task) -> None:
@@ -275,6 +279,11 @@ class Writer:
             raise
         if greeting:
             self._release(go=True)
+            # Return once the greeting is with the OS (or the writer has
+            # ended), so that a teardown right after (the application's
+            # abort()) can't cut off a 101 already promised. The greeting
+            # goes into an empty send buffer: this is one thread switch.
+            self._greeted.wait(_GREETING_WAIT)
 
     def _release(self, go: bool) -> None:
         assert self._gate is not None
@@ -336,6 +345,7 @@ class Writer:
             if self._greeting:
                 self._send([self._greeting])
                 self._greeting = b""
+                self._greeted.set()
             timeout = self._run_timers(False)
             while True:
                 if (control or self._pongs) and q.empty():
@@ -374,6 +384,8 @@ class Writer:
         except BaseException as exc:  # a bug: never leave the connection half-alive
             hooks.report_bug("writer", exc)
         finally:
+            if not self._greeted.is_set():  # the greeting couldn't go out: don't keep start_with waiting
+                self._greeted.set()
             hooks.shutdown()
 
     def _run_timers(self, stalled: bool) -> float | None:
