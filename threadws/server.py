@@ -778,6 +778,10 @@ def serve(
     close_timeout: float = Settings.close_timeout,
     max_read_queue: int = Settings.max_read_queue,
     max_write_queue: int = Settings.max_write_queue,
+    max_queued_messages: int = Settings.max_queued_messages,
+    max_fragments: int = Settings.max_fragments,
+    idle_timeout: float | None = Settings.idle_timeout,
+    idle_close_code: int = Settings.idle_close_code,
 ) -> Server:
     """Create a threaded server that runs ``handler(conn)`` for each WebSocket connection.
 
@@ -827,33 +831,32 @@ def serve(
         max_request_line: longest request line accepted (else 414).
         max_header_bytes: largest request head accepted (else 431).
         max_header_fields: most header fields accepted (else 431).
-        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue:
-            per-connection settings, as for :func:`threadws.dial`, for the
-            default Upgrader. With *upgrader* given, give them to it instead:
-            a value here other than the default then raises TypeError.
+        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue, max_queued_messages, max_fragments, idle_timeout, idle_close_code:
+            per-connection settings, as for :func:`threadws.dial` (see
+            :class:`threadws.settings.Settings`), for the default Upgrader.
+            With *upgrader* given, give them to it instead: a value here
+            other than the default then raises TypeError.
 
     Raises:
         TypeError: *upgrader* and a per-connection setting both given.
         ValueError: a limit out of range (see :class:`threadws.settings.ServerLimits`).
         OSError: the address can't be listened on.
     """
-    settings = Settings(
-        read_limit=read_limit,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        close_timeout=close_timeout,
-        max_read_queue=max_read_queue,
-        max_write_queue=max_write_queue,
-    )
+    per_connection: dict[str, Any] = {
+        "read_limit": read_limit,
+        "ping_interval": ping_interval,
+        "ping_timeout": ping_timeout,
+        "close_timeout": close_timeout,
+        "max_read_queue": max_read_queue,
+        "max_write_queue": max_write_queue,
+        "max_queued_messages": max_queued_messages,
+        "max_fragments": max_fragments,
+        "idle_timeout": idle_timeout,
+        "idle_close_code": idle_close_code,
+    }
+    settings = Settings(**per_connection)
     if upgrader is None:
-        upgrader = Upgrader(
-            read_limit=read_limit,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-            max_read_queue=max_read_queue,
-            max_write_queue=max_write_queue,
-        )
+        upgrader = Upgrader(**per_connection)
     elif settings != Settings():
         given = [f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != f.default]
         raise TypeError(

@@ -72,32 +72,35 @@ class Settings:
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What one :func:`threadws.serve` server admits (see each argument of :func:`threadws.serve`).
+    """What one :func:`threadws.serve` server admits; the per-connection limits are :class:`Settings`.
 
-    The per-connection limits (read limit, queues, timers) are :class:`Settings`,
-    given to the server's :class:`threadws.Upgrader`. None means "no limit" for
-    the two counts.
+    Attributes:
+        max_connections: WebSocket connections served at once (None: no
+            limit); one more is refused with 503 before its upgrade. Each
+            takes three threads and a file descriptor: 4,096 is half of what
+            one process holds under Linux's default ``vm.max_map_count``
+            (about 8,000, bench/README.md).
+        max_handshakes: TCP connections accepted but not yet upgraded
+            (reading their request head, or being sent a static file; None:
+            no limit); one more is refused with 503 by the accept loop,
+            without a thread. A handshake takes a round trip, so 128 at once
+            is far above what a server completes (about 740 a second in
+            bench/RESULTS.md), while peers that connect and stay silent pin
+            at most 128 threads for *handshake_timeout*.
+        handshake_timeout: seconds a client has to send its whole request
+            head: one deadline, not a per-read timeout (slowloris).
+        max_request_line: the longest request line (else 414).
+        max_header_bytes: the largest request head, request line and header
+            fields together (else 431).
+        max_header_fields: the most header fields in a request head (else
+            431); http.client's own cap.
     """
 
-    #: WebSocket connections served at once; one more is refused with 503
-    #: before its upgrade. Each takes three threads and one file descriptor:
-    #: 4,096 connections is half of what one process holds under Linux's
-    #: default ``vm.max_map_count`` (about 8,000, bench/README.md).
     max_connections: int | None = 4096
-    #: TCP connections accepted but not yet upgraded (reading their request
-    #: head, or being sent a static file); one more is refused with 503 by the
-    #: accept loop, without a thread. A handshake takes milliseconds, so 128
-    #: at once is far above what a server completes per second (about 740
-    #: handshakes/s in bench/RESULTS.md), while peers that connect and stay
-    #: silent can pin at most 128 threads for *handshake_timeout*.
     max_handshakes: int | None = 128
-    #: Seconds a client has to send its whole request head (one total deadline).
     handshake_timeout: float = 10.0
-    #: Longest request line (else 414).
     max_request_line: int = 8192
-    #: Largest request head, request line and header fields together (else 431).
     max_header_bytes: int = 16384
-    #: Most header fields in a request head (else 431); http.client's own cap.
     max_header_fields: int = 100
 
     def __post_init__(self) -> None:
