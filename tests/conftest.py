@@ -56,6 +56,28 @@ def no_thread_leaks() -> Iterator[None]:
         raise AssertionError(f"threads left running: {extra}") from None
 
 
+@pytest.fixture
+def threads_fail(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """``threads_fail("-reader")``: from then on, threads whose name contains that fail to start.
+
+    ``Thread.start`` raises as it does at a thread limit (``RuntimeError: can't
+    start new thread``); ``"-reader"`` and ``"-writer"`` hit a connection's
+    threads, ``"threadws-http-"`` a server's request threads. Call it again
+    with another name to change which.
+    """
+    real_start = threading.Thread.start
+
+    def make_fail(part: str) -> None:
+        def start(thread: threading.Thread) -> None:
+            if part in thread.name:
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+
+    return make_fail
+
+
 @pytest.fixture(autouse=True)
 def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Clients connect directly, whatever proxy the machine's environment names (tests set their own)."""

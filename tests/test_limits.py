@@ -2,7 +2,8 @@
 
 The request-line and header checks run without sockets; the limits against a
 real loopback server; running out of threads both through a failing
-``Thread.start`` and, as root, at a real ``RLIMIT_NPROC`` in a process of its own.
+``Thread.start`` and, as root, at a real ``RLIMIT_NPROC``, and out of file
+descriptors at a real ``RLIMIT_NOFILE``, in a server process of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -203,7 +203,9 @@ def patient_server() -> Iterator[threadws.Server]:
         stop_server(server)
 
 
-@pytest.mark.parametrize("data", [CLIENT_HELLO, b"\x00\x01\x02", b"SSH-2.0-OpenSSH_9.2\r\n"], ids=["tls", "binary", "ssh"])
+@pytest.mark.parametrize(
+    "data", [CLIENT_HELLO, b"\x00\x01\x02", b"SSH-2.0-OpenSSH_9.2\r\n"], ids=["tls", "binary", "ssh"]
+)
 def test_bytes_that_are_not_http_are_answered_at_once(patient_server, data):
     # The client keeps its socket open: only the server's own decision ends
     # the exchange before the 10 s of answer()'s timeout (the handshake
@@ -354,24 +356,7 @@ def test_silent_peers_cannot_pin_a_thread_each_with_the_defaults():
 # --- running out of threads -----------------------------------------------------------
 
 
-@pytest.fixture
-def threads_fail(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``threads_fail("-reader")``: every thread whose name ends so fails to start, as at a thread limit."""
-    real_start = threading.Thread.start
-
-    def make_fail(suffix: str) -> None:
-        def start(thread: threading.Thread) -> None:
-            if thread.name.endswith(suffix) or (suffix == "http" and thread.name.startswith("threadws-http-")):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", start)
-
-    yield make_fail
-    monkeypatch.setattr(threading.Thread, "start", real_start)
-
-
-@pytest.mark.parametrize("failing", ["http", "-writer", "-reader"])
+@pytest.mark.parametrize("failing", ["threadws-http-", "-writer", "-reader"])
 def test_out_of_threads_answers_503_and_closes(threads_fail, caplog, failing):
     server = start_server(echo)
     try:
@@ -384,7 +369,7 @@ def test_out_of_threads_answers_503_and_closes(threads_fail, caplog, failing):
         wait_until(lambda: server.stats().refused_threads == 1)
         assert "can't start" in caplog.text
         wait_until(lambda: server.stats().connections + server.stats().handshakes == 0)
-        threads_fail("no thread has this name")
+        threads_fail("(no thread has this name)")
         with threadws.dial(url_of(server), ping_interval=None) as conn:  # the server carries on
             conn.send("fine")
             assert conn.recv(timeout=5) == "fine"

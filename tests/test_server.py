@@ -321,22 +321,6 @@ def test_serve_refuses_settings_beside_an_upgrader():
         threadws.serve(lambda conn: None, upgrader=threadws.Upgrader(), read_limit=10, close_timeout=1)
 
 
-@pytest.fixture
-def threads_fail(monkeypatch):
-    """``threads_fail("-reader")``: threads whose name ends so fail to start, as at a thread limit."""
-    real_start = threading.Thread.start
-
-    def make_fail(suffix: str) -> None:
-        def start(thread: threading.Thread) -> None:
-            if thread.name.endswith(suffix):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", start)
-
-    return make_fail
-
-
 def read_until_closed(sock: socket.socket) -> bytes:
     data = b""
     while True:

@@ -697,9 +697,11 @@ class Server:
     def _log_refusal(count: int | None, why: str, level: int = logging.WARNING) -> None:
         if count is not None:
             logger.log(
-                level, "%s: refusing new connections with 503 (%d since the last such warning, at most one a minute)",
-                why, count,
-            )  # fmt: skip
+                level,
+                "%s: refusing new connections with 503 (%d refused since this was last logged; at most once a minute)",
+                why,
+                count,
+            )
 
     def _run(self, conn: Conn) -> None:
         """Run the handler for *conn* on this (the request's) thread, then close."""
