@@ -6,6 +6,7 @@ import _weakrefset
 import gc
 import resource
 import socket
+import sys
 import threading
 import time
 import tracemalloc
@@ -68,11 +69,11 @@ def churn(url: str, count: int, errors: list[BaseException]) -> None:
         errors.append(exc)
 
 
-def run_churn(url: str, total: int) -> None:
+def run_churn(url: str, total: int, at_once: int = SOAK_WORKERS) -> None:
     errors: list[BaseException] = []
     workers = [
-        threading.Thread(target=churn, args=(url, total // SOAK_WORKERS, errors), name=f"test-churn-{i}")
-        for i in range(SOAK_WORKERS)
+        threading.Thread(target=churn, args=(url, total // at_once, errors), name=f"test-churn-{i}")
+        for i in range(at_once)
     ]
     for worker in workers:
         worker.start()
@@ -124,9 +125,10 @@ def test_soak_returns_threads_fds_and_heap_to_baseline():
     url = url_of(server)
     tracemalloc.start()
     try:
-        # A first round at the same concurrency fills every cache, pool and
-        # free list the soak needs; what stays after it is the baseline.
-        run_churn(url, 10 * SOAK_WORKERS)
+        # A first round, three times as concurrent, fills every cache, pool
+        # and free list to at least the size the soak needs; what stays after
+        # it is the baseline.
+        run_churn(url, 12 * SOAK_WORKERS, at_once=3 * SOAK_WORKERS)
         wait_until(quiet, timeout=30)
         threads = threading.active_count()
         fds = open_fds()
@@ -143,8 +145,13 @@ def test_soak_returns_threads_fds_and_heap_to_baseline():
         # 64 KiB over 2,000 connections: a leak of even one small object (a
         # few dozen bytes) per connection would be well over it, while the
         # interpreter's own caches and free lists move by a few KiB from one
-        # run to the next.
-        assert grown < 64 * 1024, f"the heap grew by {grown} bytes over {SOAK_CONNECTIONS} connections"
+        # run to the next. Python 3.10 keeps up to 200 freed frames for reuse,
+        # each resized to the largest function it served since: that pool
+        # creeps up by some 50-130 KiB, whatever the number of connections
+        # (measured with 400 and 4,000), so there the bound is 256 KiB: a
+        # leak of about 128 bytes per connection or more still shows.
+        bound = (256 if sys.version_info < (3, 11) else 64) * 1024
+        assert grown < bound, f"the heap grew by {grown} bytes over {SOAK_CONNECTIONS} connections"
         print(f"soak: {SOAK_CONNECTIONS} connections in {elapsed:.1f} s, heap {grown:+d} bytes")
     finally:
         tracemalloc.stop()
