@@ -57,14 +57,17 @@ def no_thread_leaks() -> Iterator[None]:
 
 
 @pytest.fixture
-def threads_fail(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+def threads_fail(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
     """``threads_fail("-reader")``: from then on, threads whose name contains that fail to start.
 
     ``Thread.start`` raises as it does at a thread limit (``RuntimeError: can't
     start new thread``); ``"-reader"`` and ``"-writer"`` hit a connection's
     threads, ``"threadws-http-"`` a server's request threads. Call it again
-    with another name to change which.
+    with another name to change which. Thread reuse is off meanwhile, so that
+    every connection thread is a new one (an idle one would take the task
+    without starting).
     """
+    threadws.reuse_threads(0)
     real_start = threading.Thread.start
 
     def make_fail(part: str) -> None:
@@ -75,7 +78,9 @@ def threads_fail(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
 
         monkeypatch.setattr(threading.Thread, "start", start)
 
-    return make_fail
+    yield make_fail
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    threadws.reuse_threads()
 
 
 @pytest.fixture(autouse=True)

@@ -84,8 +84,10 @@ def run_churn(url: str, total: int, at_once: int = SOAK_WORKERS) -> None:
 
 
 def quiet() -> bool:
-    """No connection's thread (server or client side) and no request thread runs."""
-    names = ("threadws-http-", "threadws-server-", "threadws-client-")
+    """No connection's thread (server or client side) and no request thread runs, nor waits to be reused."""
+    threadws.reuse_threads(0)  # ends the threads waiting for another connection
+    threadws.reuse_threads()
+    names = ("threadws-http-", "threadws-server-", "threadws-client-", "threadws-idle")
     return not [t for t in threading.enumerate() if t.name.startswith(names)]
 
 

@@ -5,18 +5,20 @@ Theory of operation (:func:`serve`)
 The accept loop (socketserver's ``serve_forever``) admits each TCP connection
 or refuses it at once, without a thread: 503 when :attr:`ServerLimits.max_handshakes`
 connections are already in their handshake, or when no thread can be started.
-An admitted connection gets a request thread, which reads the request head
-within the handshake timeout (bytes that can't be HTTP are refused as they
-arrive), serves a static file or takes a connection slot (503 beyond
-:attr:`ServerLimits.max_connections`), upgrades, and runs the application's
-handler. The slots are counted under the server's lock and given back when
-the request thread ends.
+An admitted connection gets a request thread (one reused from an earlier
+connection when one waits: :func:`threadws.reuse_threads`), which reads the
+request head within the handshake timeout (bytes that can't be HTTP are
+refused as they arrive), serves a static file or takes a connection slot (503
+beyond :attr:`ServerLimits.max_connections`), upgrades, and runs the
+application's handler. The slots are counted under the server's lock, by the
+accepted socket, and given back when the request is done.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import http.server
 import io
 import logging
@@ -32,6 +34,7 @@ from typing import Any
 from . import handshake, wsgi
 from ._http import parse_fields, read_head, refuse_now, take_buffered
 from ._tls import TLS, TLSSocket
+from ._workers import WORKERS, Task
 from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn
 from .settings import ServerLimits, Settings
@@ -351,7 +354,7 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
             if isinstance(self.connection, TLSSocket):
                 self.connection.close_notify()
             return
-        if not owner._take_connection_slot():
+        if not owner._take_connection_slot(self.request):
             self._answer_error(handshake.service_unavailable("the server has all the connections it takes"))
             return
         try:
@@ -433,7 +436,7 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.owner._request_done()
+            self.owner._request_done(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.exception("error while handling a request from %s", client_address)
@@ -498,9 +501,9 @@ class Server:
         self.limits = limits or ServerLimits()
         self._lock = threading.Lock()  # guards the connections, slots, counts and _stopped below
         self._conns: set[Conn] = set()
-        self._requests: dict[threading.Thread, socket.socket] = {}  # each request thread and its socket
-        self._handshaking: set[threading.Thread] = set()  # holding a handshake slot
-        self._serving: set[threading.Thread] = set()  # holding a connection slot
+        self._requests: dict[socket.socket, Task] = {}  # each accepted socket and the task serving it
+        self._handshaking: set[socket.socket] = set()  # holding a handshake slot
+        self._serving: set[socket.socket] = set()  # holding a connection slot
         self._counts = {"connections": 0, "handshakes": 0, "threads": 0, "accept": 0}
         self._warned: dict[str, tuple[float, int]] = {}  # per kind of refusal: when last logged, and the count then
         self._serving_forever = threading.Event()
@@ -562,9 +565,9 @@ class Server:
                 self._tcp.shutdown()
             self._tcp.server_close()
         with self._lock:
-            pending = [self._requests[thread] for thread in self._handshaking if thread in self._requests]
+            pending = list(self._handshaking)
             conns = list(self._conns)
-            threads = list(self._requests)
+            tasks = list(self._requests.values())
         for sock in pending:
             _shutdown_socket(sock)  # a request still in its handshake: drop it
         payload = CloseCode.GOING_AWAY.to_bytes(2, "big") + b"server shutting down"
@@ -585,11 +588,10 @@ class Server:
                 conn.fail(CloseCode.GOING_AWAY, "server shutting down", detail=detail)
         for conn in conns:
             conn.wait_closed(max(0.0, deadline - time.monotonic()))
-        me = threading.current_thread()
-        for thread in threads:
-            if thread is not me:
-                thread.join(max(0.0, deadline - time.monotonic()))
-        running = sum(1 for thread in threads if thread is not me and thread.is_alive())
+        tasks = [task for task in tasks if not task.is_current()]  # (shutdown called from a handler)
+        for task in tasks:
+            task.join(max(0.0, deadline - time.monotonic()))
+        running = sum(1 for task in tasks if task.is_alive())
         if running:
             logger.warning(
                 "server shutdown: %d handler thread%s still running after %.1f s; left to finish on their own",
@@ -607,7 +609,7 @@ class Server:
     def _admit(self, sock: socket.socket, address: Any, serve: Callable[[Any, Any], None]) -> None:
         """On the accept loop: give *sock* a request thread and a handshake slot, or refuse it at once."""
         limit = self.limits.max_handshakes
-        thread = None
+        task = None
         with self._lock:
             if self._stopped:
                 stopped, full = True, False
@@ -616,11 +618,10 @@ class Server:
             if full:
                 warn = self._count("handshakes")
             elif not stopped:
-                name = f"threadws-http-{_address(address)}"
-                thread = threading.Thread(target=serve, args=(sock, address), name=name, daemon=True)
-                self._requests[thread] = sock
-                self._handshaking.add(thread)
-        if thread is None:
+                task = Task(functools.partial(serve, sock, address), f"threadws-http-{_address(address)}")
+                self._requests[sock] = task
+                self._handshaking.add(sock)
+        if task is None:
             if full:
                 self._log_refusal(warn, f"max_handshakes ({limit}) connections are in their handshake")
                 logger.info("%s - refused with 503: max_handshakes reached", _address(address))
@@ -629,25 +630,24 @@ class Server:
                 sock.close()
             return
         try:
-            thread.start()
+            WORKERS.run(task)
         except RuntimeError as exc:  # "can't start new thread"
             with self._lock:
-                del self._requests[thread]
-                self._handshaking.discard(thread)
+                del self._requests[sock]
+                self._handshaking.discard(sock)
                 warn = self._count("threads")
             self._log_refusal(warn, f"can't start a request thread ({exc})", logging.ERROR)
             logger.info("%s - refused with 503: no thread", _address(address))
             error = handshake.service_unavailable("the server can't start a thread for this connection")
             refuse_now(sock, handshake.build_error_response(error))
 
-    def _take_connection_slot(self) -> bool:
-        """On a request thread about to upgrade: trade its handshake slot for a connection slot, if one is free."""
-        thread = threading.current_thread()
+    def _take_connection_slot(self, sock: socket.socket) -> bool:
+        """On a request about to upgrade: trade its handshake slot for a connection slot, if one is free."""
         limit = self.limits.max_connections
         with self._lock:
             if limit is None or len(self._serving) < limit:
-                self._handshaking.discard(thread)
-                self._serving.add(thread)
+                self._handshaking.discard(sock)
+                self._serving.add(sock)
                 return True
             warn = self._count("connections")
         self._log_refusal(warn, f"max_connections ({limit}) connections are open")
@@ -669,13 +669,12 @@ class Server:
         with self._lock:
             self._count("threads")  # the Upgrader has logged it
 
-    def _request_done(self) -> None:
-        """A request thread ends: give back its slot."""
-        thread = threading.current_thread()
+    def _request_done(self, sock: socket.socket) -> None:
+        """A request is done (its socket closed): give back its slot."""
         with self._lock:
-            self._requests.pop(thread, None)
-            self._handshaking.discard(thread)
-            self._serving.discard(thread)
+            self._requests.pop(sock, None)
+            self._handshaking.discard(sock)
+            self._serving.discard(sock)
 
     def _count(self, kind: str) -> int | None:
         """Under the lock: count a refusal (or an accept failure) of *kind*.

@@ -59,6 +59,7 @@ def drop_root() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
+    threadws.reuse_threads(0)  # every connection thread a new one, as the limits below count them
     server = threadws.serve(echo, "127.0.0.1", 0, ping_interval=None, close_timeout=2.0)
     serving = threading.Thread(target=server.serve_forever, name="serve", daemon=True)
     serving.start()
