@@ -252,7 +252,8 @@ class Writer:
         self._greeting = greeting
         self._gate: threading.Lock | None = None
         self._go = False
-        self._greeted = Latch()  # the greeting is with the OS (or the writer has ended)
+        # Set once the greeting is with the OS (or the writer has ended); servers only.
+        self._greeted: Latch | None = Latch() if greeting else None
         self.task = Task(self._run, f"{name}-writer")
 
     def start_with(self, reader: Task) -> None:
@@ -283,6 +284,7 @@ class Writer:
             # ended), so that a teardown right after (the application's
             # abort()) can't cut off a 101 already promised. The greeting
             # goes into an empty send buffer: this is one thread switch.
+            assert self._greeted is not None
             self._greeted.wait(_GREETING_WAIT)
 
     def _release(self, go: bool) -> None:
@@ -342,10 +344,11 @@ class Writer:
             if not self._go:
                 return  # the connection could not start: the socket stays as it was, untouched
         try:
-            if self._greeting:
+            greeted = self._greeted
+            if greeted is not None:
                 self._send([self._greeting])
                 self._greeting = b""
-                self._greeted.set()
+                greeted.set()
             timeout = self._run_timers(False)
             while True:
                 if (control or self._pongs) and q.empty():
@@ -384,8 +387,8 @@ class Writer:
         except BaseException as exc:  # a bug: never leave the connection half-alive
             hooks.report_bug("writer", exc)
         finally:
-            if not self._greeted.is_set():  # the greeting couldn't go out: don't keep start_with waiting
-                self._greeted.set()
+            if self._greeted is not None and not self._greeted.is_set():
+                self._greeted.set()  # the greeting couldn't go out: start_with waits no more
             hooks.shutdown()
 
     def _run_timers(self, stalled: bool) -> float | None:
