@@ -137,10 +137,14 @@ def _origin_allowed(check_origin: OriginCheck, origin: str | None, headers: Head
     return origin.lower().rstrip("/") in allowed
 
 
+#: An HTTP version (RFC 9110 section 2.5), with ASCII digits only (str.isdigit
+#: would let through digits such as "²" that int() refuses).
+_HTTP_VERSION = re.compile(r"HTTP/([0-9]+)\.([0-9]+)")
+
+
 def _at_least_http11(version: str) -> bool:
-    name, _, number = version.partition("/")
-    major, _, minor = number.partition(".")
-    return name == "HTTP" and major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (1, 1)
+    match = _HTTP_VERSION.fullmatch(version)
+    return match is not None and (int(match[1]), int(match[2])) >= (1, 1)
 
 
 def check_request(
