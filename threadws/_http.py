@@ -3,6 +3,12 @@
 Bytes that can't begin an HTTP request are refused as soon as they arrive
 (:func:`check_request_start`), not after the whole handshake timeout: a TLS
 ClientHello sent to the plain port is the common case.
+
+What it must never do
+---------------------
+Decide on the WebSocket handshake (:mod:`threadws.handshake` does), read past
+the deadline it is given or beyond the size bounds, or lose a byte that
+follows the head.
 """
 
 from __future__ import annotations

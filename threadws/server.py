@@ -12,6 +12,12 @@ refused as they arrive), serves a static file or takes a connection slot (503
 beyond :attr:`ServerLimits.max_connections`), upgrades, and runs the
 application's handler. The slots are counted under the server's lock, by the
 accepted socket, and given back when the request is done.
+
+What it must never do
+---------------------
+Block the accept loop (a refusal there is one non-blocking send), hold its
+lock across I/O or a join, or touch a connection's internals: once the socket
+is handed to a :class:`Conn`, it uses only the public API.
 """
 
 from __future__ import annotations
