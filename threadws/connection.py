@@ -113,7 +113,7 @@ class Conn:
         tls: for wss, the TLS session that carried the handshake
             (``threadws._tls``); the socket then carries its ciphertext.
         name: the connection's name in logs and thread names.
-        greeting: bytes the writer sends before anything else (a server's
+        greeting: bytes sent before anything else (a server's
             101), once both threads run: if one can't be started, the
             constructor raises RuntimeError having sent nothing; otherwise it
             returns once the greeting has been handed to the operating system.

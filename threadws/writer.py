@@ -41,7 +41,7 @@ from typing import Any
 
 from ._budget import Budget
 from ._tls import TLS
-from ._workers import WORKERS, Latch, Task
+from ._workers import WORKERS, Task
 from .exceptions import Close
 
 __all__ = ["CloseItem", "ControlItem", "Due", "Timers", "Writer", "WriterHooks"]
@@ -54,9 +54,6 @@ _IOV_MAX = 1024
 STALL_TICK = 1.0
 #: The most pongs waiting to go out (see Writer.put_pong).
 _MAX_PONGS = 16
-#: The longest :meth:`Writer.start_with` waits for the greeting to go out (a bound
-#: that a greeting into a fresh connection's empty send buffer never comes near).
-_GREETING_WAIT = 10.0
 
 
 class Due(enum.Enum):
@@ -252,12 +249,15 @@ class Writer:
         self._greeting = greeting
         self._gate: threading.Lock | None = None
         self._go = False
-        # Set once the greeting is with the OS (or the writer has ended); servers only.
-        self._greeted: Latch | None = Latch() if greeting else None
         self.task = Task(self._run, f"{name}-writer")
 
     def start_with(self, reader: Task) -> None:
         """Start the writer and the connection's *reader*; a greeting goes out only once both run.
+
+        The greeting (a server's 101) is sent on the calling thread while the
+        writer still waits at its gate, so it is with the OS when this
+        returns: a teardown right after (the application's abort()) can't cut
+        off a 101 already promised, and nothing waits for a thread switch.
 
         Raises:
             RuntimeError: a thread can't be started; what was started has
@@ -279,13 +279,13 @@ class Writer:
             self.task.join()
             raise
         if greeting:
+            try:
+                self._send([self._greeting])  # the writer waits at the gate: we are the only sender
+            except (OSError, _WriteDeadline) as exc:
+                self._hooks.note(f"connection lost while sending the 101: {exc}", exc)
+                self._hooks.shutdown()  # the writer finds the stop when it starts
+            self._greeting = b""
             self._release(go=True)
-            # Return once the greeting is with the OS (or the writer has
-            # ended), so that a teardown right after (the application's
-            # abort()) can't cut off a 101 already promised. The greeting
-            # goes into an empty send buffer: this is one thread switch.
-            assert self._greeted is not None
-            self._greeted.wait(_GREETING_WAIT)
 
     def _release(self, go: bool) -> None:
         assert self._gate is not None
@@ -344,11 +344,6 @@ class Writer:
             if not self._go:
                 return  # the connection could not start: the socket stays as it was, untouched
         try:
-            greeted = self._greeted
-            if greeted is not None:
-                self._send([self._greeting])
-                self._greeting = b""
-                greeted.set()
             timeout = self._run_timers(False)
             while True:
                 if (control or self._pongs) and q.empty():
@@ -387,8 +382,6 @@ class Writer:
         except BaseException as exc:  # a bug: never leave the connection half-alive
             hooks.report_bug("writer", exc)
         finally:
-            if self._greeted is not None and not self._greeted.is_set():
-                self._greeted.set()  # the greeting couldn't go out: start_with waits no more
             hooks.shutdown()
 
     def _run_timers(self, stalled: bool) -> float | None:
