@@ -265,3 +265,29 @@ def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from .tls_tools import make_certificates  # trustme only where a test wants TLS
 
     return make_certificates(str(tmp_path_factory.mktemp("tls")))
+
+
+#: Tests that run whole outside systems (Chromium, nginx, gunicorn, the examples on
+#: Redis, a package build, the docs build, a 2,000-connection soak): CI runs them on
+#: its newest Python only (`-m "not system"` on the others, see .ci/run).
+SYSTEM_MODULES = {
+    "test_interop_browser",
+    "test_deploy_nginx",
+    "test_deploy_gunicorn",
+    "test_example_chat_redis",
+    "test_packaging",
+    "test_docs",
+    "test_doc_examples",
+    "test_install",
+    "test_soak",
+    "test_stream_memory",
+}
+SYSTEM_TESTS = {"test_two_browser_windows_chat", "test_page_in_a_browser", "test_flask_chat_in_two_windows"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        if name in SYSTEM_MODULES or getattr(item, "originalname", "") in SYSTEM_TESTS:
+            item.add_marker(pytest.mark.system)
