@@ -809,39 +809,59 @@ class Conn:
             self._note(f"connection lost: {what} without a close frame")
 
     def _route(self, data: Any, buf: bytearray | None = None) -> None:
-        """Feed what arrived to the protocol and act on each event it finds."""
+        """Feed what arrived to the protocol and act on each event it finds.
+
+        The protocol lock is held while the protocol works (it may touch
+        wsproto) and while messages go to the inbox, and let go for anything
+        that may block or take it: a full inbox, a handler.
+        """
         events = self._protocol.receive(data, buf)
         lock = self._lock
         inbox = self._inbox
-        while True:
-            with lock:
-                event = next(events, None)
-            kind = type(event)
-            if kind is Message or kind is Chunk:
-                if self._debug:
-                    self._trace_received(event)  # type: ignore[arg-type]
-                if self._idle:
-                    self._timers.last_data = _monotonic()
-                if inbox.put(event):  # type: ignore[arg-type]
-                    self._wait_for_room()
-            elif event is None:
-                return
-            elif kind is Ping:
-                if self._debug:
-                    self._trace("<", "PING", event.payload)  # type: ignore[union-attr]
-                self._call_handler(self._ping_handler, event.payload)  # type: ignore[union-attr]
-            elif kind is Pong:
-                if self._debug:
-                    self._trace("<", "PONG", event.payload)  # type: ignore[union-attr]
-                self._call_handler(self._pong_handler, event.payload)  # type: ignore[union-attr]
-            elif kind is CloseFrame:
-                self._on_close_frame(event)  # type: ignore[arg-type]
-                return
-            else:
-                self._fail_in_order(event)  # type: ignore[arg-type]
-                return
-            if self._end.phase != Phase.OPEN:
-                return  # a handler failed or closed the connection
+        end = self._end
+        lock.acquire()
+        try:
+            for event in events:
+                kind = type(event)
+                if kind is Message or kind is Chunk:
+                    if self._debug:
+                        self._trace_received(event)  # type: ignore[arg-type]
+                    if self._idle:
+                        self._timers.last_data = _monotonic()
+                    if inbox.put(event):  # type: ignore[arg-type]
+                        lock.release()
+                        try:
+                            self._wait_for_room()
+                        finally:
+                            lock.acquire()
+                else:
+                    lock.release()
+                    try:
+                        self._on_event(event)
+                    finally:
+                        lock.acquire()
+                    if kind is CloseFrame or kind is Failure:
+                        return
+                if end.phase != Phase.OPEN:
+                    return  # a handler (or another thread) failed or closed the connection
+        finally:
+            lock.release()
+
+    def _on_event(self, event: Any) -> None:
+        """A ping, a pong, the peer's close frame or a failure (without the protocol lock)."""
+        kind = type(event)
+        if kind is Ping:
+            if self._debug:
+                self._trace("<", "PING", event.payload)
+            self._call_handler(self._ping_handler, event.payload)
+        elif kind is Pong:
+            if self._debug:
+                self._trace("<", "PONG", event.payload)
+            self._call_handler(self._pong_handler, event.payload)
+        elif kind is CloseFrame:
+            self._on_close_frame(event)
+        else:
+            self._fail_in_order(event)
 
     def _trace_received(self, event: Message | Chunk) -> None:
         if type(event) is Chunk:
