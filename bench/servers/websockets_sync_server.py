@@ -1,6 +1,7 @@
-"""websockets (sync, threaded) echo server for the benchmark."""
+"""websockets (sync, threaded) echo server for the benchmark (listening with the full backlog, as threadws does)."""
 
 import argparse
+import socket
 
 from websockets.sync.server import serve
 
@@ -14,6 +15,7 @@ def echo(ws):
         ws.send(message)
 
 
-with serve(echo, "127.0.0.1", args.port, compression=None, max_size=64 << 20, ping_interval=None) as server:
+with serve(echo, "127.0.0.1", args.port, compression=None, max_size=64 << 20, ping_interval=None,
+           backlog=socket.SOMAXCONN) as server:
     print("READY", server.socket.getsockname()[1], flush=True)
     server.serve_forever()
