@@ -16,9 +16,16 @@ per connection over the same window (/proc/PID/stat) are printed beside: the
 system time (accept, the socket calls, the kernel's side of thread creation
 and exit) runs mostly without the GIL, so no sample shows it.
 
---all-threads samples every thread py-spy deems running instead of the GIL
-holder; on the benchmark machine py-spy counted threads blocked in recv and
-in Queue.get as running, which is why the GIL holder is the default.
+--all-threads samples every thread py-spy deems active instead of the GIL
+holder: every runnable thread, including one just woken from recv that is
+still waiting for a CPU, which on a busy machine is many of them; hence the
+GIL holder by default.
+
+Where Linux's `perf` is installed and allowed (kernel.perf_event_paranoid),
+`perf stat` counts, over a second window as long as the first, what the kernel did for the server:
+context switches, page faults, threads created (clone3), mmap/munmap (thread
+stacks), futex calls (the GIL, locks, events) and all system calls, printed
+per connection. Counts, unlike times, don't move with a busy machine.
 
 py-spy needs ptrace (root, or kernel.yama.ptrace_scope 0); it comes with the
 bench extra.
@@ -38,7 +45,8 @@ from pathlib import Path
 
 import run  # bench/run.py, next to this file
 
-# (step, frames that must all be on the stack), first match wins. Frames are "Class.function (file)".
+# (step, frames that must all be on the stack), first match wins. Frames are "Class.function (file)";
+# "file:PREFIX" matches any frame in a file whose name starts with PREFIX, "empty" a stack with no Python frame.
 STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("accept loop: start the request's thread (threading.Thread.start)",
      ("ThreadingMixIn.process_request (socketserver.py)", "Thread.start (threading.py)")),
@@ -65,8 +73,28 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("reader: recv and frames", ("Conn._read_loop (threadws/connection.py)",)),
     ("writer: sends, timers, waiting", ("Writer._run (threadws/writer.py)",)),
     ("thread start-up and exit inside threading (no run() on the stack)", ("Thread._bootstrap (threading.py)",)),
+    ("thread start-up and exit in C (no Python frame: thread state, the GIL's first take and last drop)",
+     ("empty",)),
+    # The ceiling (bench/servers/bare.py, with --server bare).
+    ("ceiling: accept, start the connection's thread", ("<module> (bare.py)",)),
+    ("ceiling: the opening handshake", ("handshake (bare.py)",)),
+    ("ceiling: echo and close", ("connection (bare.py)",)),
+    # Samples whose stack py-spy read cut short (it reads a running process): the module tells what it was.
+    ("stack cut short: email.parser (the request head or the 101)", ("file:email/",)),
+    ("stack cut short: wsproto (the closing handshake's frames)", ("file:wsproto/",)),
+    ("stack cut short: threading (thread objects, start, events)", ("file:threading.py",)),
 ]
 OTHER = "other"
+PERF_EVENTS = {
+    "syscalls:sys_enter_accept4": "connections accepted (accept4)",
+    "context-switches": "context switches",
+    "page-faults": "page faults",
+    "syscalls:sys_enter_clone3": "threads created (clone3)",
+    "syscalls:sys_enter_mmap": "mmap",
+    "syscalls:sys_enter_munmap": "munmap",
+    "syscalls:sys_enter_futex": "futex calls",
+    "raw_syscalls:sys_enter": "system calls in all",
+}
 
 
 def classify(raw: Path) -> tuple[collections.Counter[str], int]:
@@ -74,13 +102,22 @@ def classify(raw: Path) -> tuple[collections.Counter[str], int]:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
+        if not n.isdigit():
             continue
-        frames = {re.sub(r":\d+\)$", ")", f) for f in stack.split(";")}  # py-spy's short file names, no lines
-        step = next((name for name, needs in STEPS if all(f in frames for f in needs)), OTHER)
+        frames = {re.sub(r":\d+\)$", ")", f) for f in stack.split(";") if f}  # py-spy's short file names
+        files = {f.rpartition(" (")[2] for f in frames}
+        step = next((name for name, needs in STEPS if all(_matches(need, frames, files) for need in needs)), OTHER)
         counts[step] += int(n)
         total += int(n)
     return counts, total
+
+
+def _matches(need: str, frames: set[str], files: set[str]) -> bool:
+    if need == "empty":
+        return not frames
+    if need.startswith("file:"):
+        return any(f.startswith(need[5:]) for f in files)
+    return need in frames
 
 
 def main() -> None:
@@ -89,16 +126,19 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--all-threads", action="store_true", help="every running thread, not the GIL holder")
     parser.add_argument("--no-speedups", action="store_true", help="the server masks in pure Python")
+    parser.add_argument("--server", choices=["threadws", "bare"], default="threadws",
+                        help="bare: profile the ceiling the same way")
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
     args = parser.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     raw = args.raw or Path("/tmp") / f"threadws-handshakes-{int(time.time())}.txt"
 
-    server = run.Proc([run.PY, "threadws_server.py"] + (["--no-speedups"] if args.no_speedups else []))
+    script = "threadws_server.py" if args.server == "threadws" else "bare.py"
+    server = run.Proc([run.PY, script] + (["--no-speedups"] if args.no_speedups else []))
     try:
         warmup = 1.0
         load = subprocess.Popen(["node", "loadgen.js", "--url", server.url, *run.TRAFFIC["handshakes"],
-                                 "--duration", str(args.seconds + 2), "--warmup", str(warmup)],
+                                 "--duration", str(2 * args.seconds + 3), "--warmup", str(warmup)],
                                 cwd=run.LOADGEN, stdout=subprocess.PIPE, text=True)
         time.sleep(warmup + 0.5)
         cpu0, stat0 = server.cpu(), _stat(server.pid)
@@ -108,6 +148,9 @@ def main() -> None:
         subprocess.run([pyspy, *spy], check=True, capture_output=True)
         window = time.monotonic() - started
         cpu, stat1 = server.cpu() - cpu0, _stat(server.pid)
+        # Then perf, in a window of its own: tracing every system call slows them down.
+        perf = _perf_stat(server.pid, args.seconds)
+        counts_out = perf.communicate(timeout=args.seconds + 30)[1] if perf else ""
         out, _ = load.communicate(timeout=60)
         result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     finally:
@@ -123,6 +166,25 @@ def main() -> None:
     print("| step | share | µs per connection |\n| --- | --- | --- |")
     for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {100 * n / total:.1f}% | {n / args.rate / conns * 1e6:,.0f} |")
+    perf_counts = {}
+    for line in counts_out.splitlines():  # -x, output: value,unit,event,...
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in PERF_EVENTS and fields[0].replace(".", "").isdigit():
+            perf_counts[fields[2]] = float(fields[0])
+    accepted = perf_counts.pop("syscalls:sys_enter_accept4", 0)
+    if accepted:
+        print(f"\n| kernel events (perf stat, {accepted:,.0f} connections) | per connection |\n| --- | --- |")
+        for event, n in perf_counts.items():
+            print(f"| {PERF_EVENTS[event]} | {n / accepted:,.1f} |")
+
+
+def _perf_stat(pid: int, seconds: float) -> subprocess.Popen[str] | None:
+    """`perf stat` on the server (all its threads, new ones included) for `seconds`, if perf is there."""
+    if not shutil.which("perf"):
+        return None
+    events = ",".join(PERF_EVENTS)
+    return subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", str(pid), "--", "sleep", str(seconds)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _stat(pid: int) -> tuple[int, int]:
