@@ -25,7 +25,7 @@ const WebSocket = require('ws');
 function parseArgs(argv) {
   const opts = {
     mode: 'pingpong', url: 'ws://127.0.0.1:8765/', conns: 1, size: 64, inflight: 1,
-    duration: 5, warmup: 1, port: 0, concurrency: 64, timeout: 120,
+    duration: 5, warmup: 1, port: 0, concurrency: 64, timeout: 120, echoTimeout: 60,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
@@ -201,19 +201,21 @@ async function runHold(opts) {
   ]);
   const seconds = (now() - t0) / 1e6;
   emit({ event: 'held', mode: 'hold', target: opts.conns, held, failed, seconds, first_error: firstError });
-  // All echoing: one more message on every held connection at once; count the echoes within 60 s.
+  // All echoing: one more message on every held connection at once; count the echoes within --echoTimeout s.
   const t1 = now();
   let echoed = 0;
+  let lastEcho = 0;
   await Promise.race([
     Promise.all(conns.map((ws) => new Promise((resolve) => {
       if (ws.readyState !== WebSocket.OPEN) return resolve();
-      ws.once('message', () => { echoed++; resolve(); });
+      ws.once('message', () => { echoed++; lastEcho = now(); resolve(); });
       ws.once('close', resolve);
       ws.send(data, { binary: true });
     }))),
-    new Promise((resolve) => setTimeout(resolve, 60000).unref()),
+    new Promise((resolve) => setTimeout(resolve, opts.echoTimeout * 1000).unref()),
   ]);
-  emit({ event: 'echoed', mode: 'hold', held, echoed, seconds: (now() - t1) / 1e6 });
+  emit({ event: 'echoed', mode: 'hold', held, echoed, seconds: (now() - t1) / 1e6,
+    last_echo_seconds: echoed ? (lastEcho - t1) / 1e6 : null });
   // Hold until the runner has read the server's numbers.
   await new Promise((resolve) => {
     process.stdin.on('data', (chunk) => { if (String(chunk).includes('close')) resolve(); });
