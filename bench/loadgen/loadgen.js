@@ -7,8 +7,10 @@
 //   pingpong   --conns N --size B --duration S     each connection: send, wait for the echo, repeat
 //   stream     --conns N --size B --inflight K      each connection keeps K messages in flight
 //   handshake  --conns C --duration S               C loops of: connect, one 64 B echo, close
-//   hold       --conns N --size B                   open N connections (each echoes once) and hold
-//                                                   them until stdin closes or says "close"
+//   hold       --conns N --size B --concurrency K   open N connections, K handshakes at a time (each
+//                                                   echoes once), then send one more message on every
+//                                                   one and wait for all the echoes; hold them until
+//                                                   stdin closes or says "close"
 //   echo-server --port P                            a plain `ws` echo server (for the client-side scenario)
 //
 // A wss:// --url takes --ca FILE: the PEM certificate authority the server's
@@ -16,7 +18,9 @@
 //
 // The result is one JSON object on the last line of stdout. Latencies are in
 // microseconds; only messages sent after the warm-up and answered before the
-// end of the measuring window count.
+// end of the measuring window count. `received_total` / `handshakes_total` count
+// everything from the first connect to the end, warm-up included, so that the
+// runner can divide the server's CPU over the whole run by them.
 'use strict';
 
 const fs = require('fs');
@@ -25,7 +29,7 @@ const WebSocket = require('ws');
 function parseArgs(argv) {
   const opts = {
     mode: 'pingpong', url: 'ws://127.0.0.1:8765/', conns: 1, size: 64, inflight: 1,
-    duration: 5, warmup: 1, port: 0, concurrency: 64, timeout: 120, ca: '',
+    duration: 5, warmup: 1, port: 0, concurrency: 64, timeout: 120, echoTimeout: 60, ca: '',
   };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
@@ -81,6 +85,7 @@ async function runTraffic(opts) {
   const data = payload(opts.size);
   const latencies = [];
   let counted = 0;
+  let received = 0;
   let errors = 0;
   const t0 = now();
   const measureFrom = t0 + opts.warmup * 1e6;
@@ -99,6 +104,7 @@ async function runTraffic(opts) {
       const t = now();
       const start = sent.shift();
       outstanding--;
+      received++;
       if (msg.length !== opts.size) errors++;
       if (start >= measureFrom && t <= measureTo) {
         latencies.push(t - start);
@@ -121,7 +127,7 @@ async function runTraffic(opts) {
   })));
   const result = {
     mode: opts.mode, conns: opts.conns, size: opts.size, inflight, seconds: elapsed,
-    messages: counted, msgs_per_s: counted / elapsed,
+    messages: counted, msgs_per_s: counted / elapsed, received_total: received,
     mb_per_s: (counted * opts.size) / elapsed / 1e6, errors, ...summarize(latencies),
   };
   emit(result);
@@ -131,6 +137,7 @@ async function runHandshake(opts) {
   const data = payload(64);
   const latencies = [];
   let done = 0;
+  let total = 0;
   let errors = 0;
   const t0 = now();
   const measureFrom = t0 + opts.warmup * 1e6;
@@ -145,7 +152,8 @@ async function runHandshake(opts) {
     ws.on('close', () => {
       const t = now();
       if (!ok) errors++;
-      else if (start >= measureFrom && t <= measureTo) { latencies.push(t - start); done++; }
+      else total++;
+      if (ok && start >= measureFrom && t <= measureTo) { latencies.push(t - start); done++; }
       resolve();
     });
   });
@@ -153,7 +161,7 @@ async function runHandshake(opts) {
   await Promise.all(Array.from({ length: opts.conns }, loop));
   const elapsed = (measureTo - measureFrom) / 1e6;
   emit({ mode: 'handshake', conns: opts.conns, seconds: elapsed, handshakes: done,
-    handshakes_per_s: done / elapsed, errors, ...summarize(latencies) });
+    handshakes_per_s: done / elapsed, handshakes_total: total, errors, ...summarize(latencies) });
 }
 
 async function runHold(opts) {
@@ -198,6 +206,21 @@ async function runHold(opts) {
   ]);
   const seconds = (now() - t0) / 1e6;
   emit({ event: 'held', mode: 'hold', target: opts.conns, held, failed, seconds, first_error: firstError });
+  // All echoing: one more message on every held connection at once; count the echoes within --echoTimeout s.
+  const t1 = now();
+  let echoed = 0;
+  let lastEcho = 0;
+  await Promise.race([
+    Promise.all(conns.map((ws) => new Promise((resolve) => {
+      if (ws.readyState !== WebSocket.OPEN) return resolve();
+      ws.once('message', () => { echoed++; lastEcho = now(); resolve(); });
+      ws.once('close', resolve);
+      ws.send(data, { binary: true });
+    }))),
+    new Promise((resolve) => setTimeout(resolve, opts.echoTimeout * 1000).unref()),
+  ]);
+  emit({ event: 'echoed', mode: 'hold', held, echoed, seconds: (now() - t1) / 1e6,
+    last_echo_seconds: echoed ? (lastEcho - t1) / 1e6 : null });
   // Hold until the runner has read the server's numbers.
   await new Promise((resolve) => {
     process.stdin.on('data', (chunk) => { if (String(chunk).includes('close')) resolve(); });

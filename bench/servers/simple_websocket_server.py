@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import socket
 
 import simple_websocket
 from werkzeug.serving import make_server
@@ -25,6 +26,6 @@ def app(request):
 
 
 server = make_server("127.0.0.1", args.port, app, threaded=True)
-server.socket.listen(1024)
+server.socket.listen(socket.SOMAXCONN)
 print("READY", server.socket.getsockname()[1], flush=True)
 server.serve_forever()

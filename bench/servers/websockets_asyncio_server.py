@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import socket
 import ssl
 
 from websockets.asyncio.server import serve
@@ -24,7 +25,7 @@ async def echo(ws):
 
 async def main():
     async with serve(echo, "127.0.0.1", args.port, compression=None, max_size=64 << 20, ping_interval=None,
-                     backlog=1024, ssl=context) as server:
+                     backlog=socket.SOMAXCONN, ssl=context) as server:
         print("READY", next(iter(server.sockets)).getsockname()[1], flush=True)
         await server.serve_forever()
 

@@ -1,6 +1,7 @@
-"""websockets (sync, threaded) echo server for the benchmark (``--certfile/--keyfile``: wss://)."""
+"""websockets (sync, threaded) echo server for the benchmark (full backlog, as threadws; ``--certfile/--keyfile``: wss://)."""
 
 import argparse
+import socket
 import ssl
 
 from websockets.sync.server import serve
@@ -22,6 +23,6 @@ def echo(ws):
 
 
 with serve(echo, "127.0.0.1", args.port, compression=None, max_size=64 << 20, ping_interval=None,
-           ssl=context) as server:
+           backlog=socket.SOMAXCONN, ssl=context) as server:
     print("READY", server.socket.getsockname()[1], flush=True)
     server.serve_forever()
