@@ -270,7 +270,7 @@ def test_max_connections_at_its_edge(caplog):
                 assert info.value.status == 503
                 assert ("Retry-After", "1") in info.value.headers
         stats = server.stats()
-        assert (stats.connections, stats.refused_connections, stats.refused_handshakes) == (3, 3, 0)
+        assert (stats.connections, stats.refused_connections, stats.handshake_waits) == (3, 3, 0)
         warnings = [r for r in caplog.records if "max_connections (3)" in r.getMessage()]
         assert len(warnings) == 1, "a run of refusals is logged once, not once each"
         conns.pop().close()  # one leaves: one more may come in
@@ -305,26 +305,36 @@ def http_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("threadws-http-")]
 
 
+def dial_and_echo(server, results: list) -> None:
+    with threadws.dial(url_of(server), ping_interval=None, timeout=10) as conn:
+        conn.send("in")
+        results.append(conn.recv(timeout=5))
+
+
 def test_max_handshakes_at_its_edge(caplog):
     server = start_server(echo, max_handshakes=4, handshake_timeout=600)
     silent: list[socket.socket] = []
+    results: list[str] = []
     try:
         for _ in range(4):  # connect and say nothing: each holds a slot and a thread
             silent.append(socket.create_connection(server.server_address, timeout=10))
         wait_until(lambda: server.stats().handshakes == 4)
         with caplog.at_level(logging.INFO, logger="threadws"):
-            # One more: answered by the accept loop at once, without a thread,
-            # though this client hasn't sent a byte.
-            response = answer(server.server_address)
-            assert status_of(response) == 503 and b"Retry-After: 1\r\n" in response
-            with pytest.raises(HandshakeError) as info:
-                threadws.dial(url_of(server), ping_interval=None)
-            assert info.value.status == 503
-        assert len(http_threads()) == 4
-        assert server.stats().refused_handshakes == 2
+            # More clients: not accepted (no thread, no refusal) while the
+            # slots are taken; each waits in the listen backlog.
+            with pytest.raises(TimeoutError, match="waiting for the handshake response"):
+                threadws.dial(url_of(server), ping_interval=None, timeout=0.5)
+            waiting = threading.Thread(target=dial_and_echo, args=(server, results))
+            waiting.start()
+            wait_until(lambda: server.stats().handshake_waits >= 1)
+            assert len(http_threads()) == 4 and server.stats().handshakes == 4
+            assert not results
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
-        silent.pop().close()  # a slot frees
-        wait_until(lambda: server.stats().handshakes == 3)
+        assert "wait in the listen backlog" in caplog.text
+        silent.pop().close()  # a slot frees: the waiting client is accepted and served
+        waiting.join(10)
+        assert results == ["in"]
+        wait_until(lambda: server.stats().handshakes == 3)  # the first dial's socket was given up by its client
         with threadws.dial(url_of(server), ping_interval=None) as conn:
             conn.send("in")
             assert conn.recv(timeout=5) == "in"
@@ -344,9 +354,8 @@ def test_silent_peers_cannot_pin_a_thread_each_with_the_defaults():
     try:
         for _ in range(300):
             silent.append(socket.create_connection(server.server_address, timeout=10))
-        wait_until(lambda: server.stats().handshakes + server.stats().refused_handshakes == 300)
-        assert server.stats().handshakes == limit and server.stats().refused_handshakes == 300 - limit
-        assert len(http_threads()) == limit
+        wait_until(lambda: server.stats().handshakes == limit and server.stats().handshake_waits == 1)
+        assert len(http_threads()) == limit  # the other 172 wait in the backlog, holding no thread
     finally:
         for sock in silent:
             sock.close()

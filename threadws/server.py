@@ -2,10 +2,12 @@
 
 Theory of operation (:func:`serve`)
 -----------------------------------
-The accept loop (socketserver's ``serve_forever``) admits each TCP connection
-or refuses it at once, without a thread: 503 when :attr:`ServerLimits.max_handshakes`
-connections are already in their handshake, or when no thread can be started.
-An admitted connection gets a request thread (one reused from an earlier
+The accept loop (socketserver's ``serve_forever``) admits each TCP connection,
+or refuses it at once with 503 when no thread can be started. While
+:attr:`ServerLimits.max_handshakes` connections are in their handshake it stops
+accepting: the next ones wait in the kernel's listen backlog (a reconnect storm
+is served in turn, not refused) and silent peers can't pin more threads than
+that. An admitted connection gets a request thread (one reused from an earlier
 connection when one waits: :func:`threadws.reuse_threads`), which reads the
 request head within the handshake timeout (bytes that can't be HTTP are
 refused as they arrive), serves a static file or takes a connection slot (503
@@ -15,8 +17,8 @@ accepted socket, and given back when the request is done.
 
 What it must never do
 ---------------------
-Block the accept loop (a refusal there is one non-blocking send), hold its
-lock across I/O or a join, or touch a connection's internals: once the socket
+Block the accept loop on anything but a free handshake slot (a refusal there
+is one non-blocking send), hold its lock across I/O or a join, or touch a connection's internals: once the socket
 is handed to a :class:`Conn`, it uses only the public API.
 """
 
@@ -420,6 +422,8 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         super().__init__(address, _RequestHandler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
+        if not self.owner._wait_for_handshake_slot():
+            raise OSError("server shutting down")  # socketserver drops this round
         try:
             request = super().get_request()
         except OSError as exc:
@@ -460,9 +464,9 @@ class ServerStats:
     handshakes: int
     #: Upgrades refused with 503 because ``max_connections`` were being served.
     refused_connections: int
-    #: TCP connections refused with 503 by the accept loop because
-    #: ``max_handshakes`` were in their handshake.
-    refused_handshakes: int
+    #: Times the accept loop stopped accepting because ``max_handshakes``
+    #: were in their handshake (the next connections waited in the listen backlog).
+    handshake_waits: int
     #: Connections refused with 503 because a thread couldn't be started (the
     #: request's, or the connection's reader or writer).
     refused_threads: int
@@ -506,6 +510,7 @@ class Server:
         self.ssl_context = ssl_context
         self.limits = limits or ServerLimits()
         self._lock = threading.Lock()  # guards the connections, slots, counts and _stopped below
+        self._slot_freed = threading.Condition(self._lock)  # a handshake slot was given back, or shutdown
         self._conns: set[Conn] = set()
         self._requests: dict[socket.socket, Task] = {}  # each accepted socket and the task serving it
         self._handshaking: set[socket.socket] = set()  # holding a handshake slot
@@ -532,7 +537,7 @@ class Server:
                 connections=len(self._serving),
                 handshakes=len(self._handshaking),
                 refused_connections=self._counts["connections"],
-                refused_handshakes=self._counts["handshakes"],
+                handshake_waits=self._counts["handshakes"],
                 refused_threads=self._counts["threads"],
                 accept_failures=self._counts["accept"],
             )
@@ -565,6 +570,7 @@ class Server:
         with self._lock:
             first = not self._stopped
             self._stopped = True
+            self._slot_freed.notify_all()
         if first:
             self._stopping.set()
             if self._serving_forever.is_set():
@@ -612,28 +618,37 @@ class Server:
 
     # --- slots: taken and given back under the lock ---------------------------------
 
+    def _wait_for_handshake_slot(self) -> bool:
+        """On the accept loop, before ``accept``: wait while every handshake slot is taken.
+
+        The connections that arrive meanwhile wait in the listen backlog
+        (``SOMAXCONN``) rather than being refused: a burst of reconnects is
+        served in turn. Returns False once the server is shutting down.
+        """
+        limit = self.limits.max_handshakes
+        with self._lock:
+            if limit is not None and len(self._handshaking) >= limit and not self._stopped:
+                warn = self._count("handshakes")
+                if warn is not None:
+                    logger.warning(
+                        "max_handshakes (%d) connections are in their handshake: new connections wait in the "
+                        "listen backlog (%d waits since this was last logged; at most once a minute)",
+                        limit, warn,
+                    )  # fmt: skip
+                while len(self._handshaking) >= limit and not self._stopped:
+                    self._slot_freed.wait()
+            return not self._stopped
+
     def _admit(self, sock: socket.socket, address: Any, serve: Callable[[Any, Any], None]) -> None:
         """On the accept loop: give *sock* a request thread and a handshake slot, or refuse it at once."""
-        limit = self.limits.max_handshakes
         task = None
         with self._lock:
-            if self._stopped:
-                stopped, full = True, False
-            else:
-                stopped, full = False, limit is not None and len(self._handshaking) >= limit
-            if full:
-                warn = self._count("handshakes")
-            elif not stopped:
+            if not self._stopped:
                 task = Task(functools.partial(serve, sock, address), f"threadws-http-{_address(address)}")
                 self._requests[sock] = task
                 self._handshaking.add(sock)
         if task is None:
-            if full:
-                self._log_refusal(warn, f"max_handshakes ({limit}) connections are in their handshake")
-                logger.info("%s - refused with 503: max_handshakes reached", _address(address))
-                refuse_now(sock, handshake.build_error_response(handshake.service_unavailable("too many handshakes")))
-            else:
-                sock.close()
+            sock.close()
             return
         try:
             WORKERS.run(task)
@@ -641,6 +656,7 @@ class Server:
             with self._lock:
                 del self._requests[sock]
                 self._handshaking.discard(sock)
+                self._slot_freed.notify()
                 warn = self._count("threads")
             self._log_refusal(warn, f"can't start a request thread ({exc})", logging.ERROR)
             logger.info("%s - refused with 503: no thread", _address(address))
@@ -653,6 +669,7 @@ class Server:
         with self._lock:
             if limit is None or len(self._serving) < limit:
                 self._handshaking.discard(sock)
+                self._slot_freed.notify()
                 self._serving.add(sock)
                 return True
             warn = self._count("connections")
@@ -679,7 +696,9 @@ class Server:
         """A request is done (its socket closed): give back its slot."""
         with self._lock:
             self._requests.pop(sock, None)
-            self._handshaking.discard(sock)
+            if sock in self._handshaking:
+                self._handshaking.discard(sock)
+                self._slot_freed.notify()
             self._serving.discard(sock)
 
     def _count(self, kind: str) -> int | None:
@@ -830,9 +849,10 @@ def serve(
             ``Retry-After``. Each connection takes three threads and a file
             descriptor.
         max_handshakes: TCP connections accepted but not yet upgraded (None:
-            no limit); one more is refused with 503 by the accept loop at
-            once, without starting a thread, so that peers which connect and
-            stay silent can't take every thread.
+            no limit); while that many are, the accept loop stops accepting
+            and the next connections wait in the listen backlog, so that
+            peers which connect and stay silent can't take every thread, and
+            a burst of reconnects is served in turn rather than refused.
         handshake_timeout: seconds a client has to send its whole request
             head; slower ones are dropped.
         max_request_line: longest request line accepted (else 414).

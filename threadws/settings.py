@@ -82,11 +82,12 @@ class ServerLimits:
             (about 8,000, bench/README.md).
         max_handshakes: TCP connections accepted but not yet upgraded
             (reading their request head, or being sent a static file; None:
-            no limit); one more is refused with 503 by the accept loop,
-            without a thread. A handshake takes a round trip, so 128 at once
-            is far above what a server completes (about 740 a second in
-            bench/RESULTS.md), while peers that connect and stay silent pin
-            at most 128 threads for *handshake_timeout*.
+            no limit). While that many are, the accept loop stops accepting:
+            the next connections wait in the kernel's listen backlog
+            (``SOMAXCONN``) and are accepted as slots free, so a burst of
+            reconnects is served in turn, not refused, while peers that
+            connect and stay silent pin at most 128 threads for
+            *handshake_timeout*.
         handshake_timeout: seconds a client has to send its whole request
             head: one deadline, not a per-read timeout (slowloris).
         max_request_line: the longest request line (else 414).
