@@ -36,7 +36,7 @@ __all__ = ["Reader", "ReaderHooks"]
 _monotonic = time.monotonic
 
 #: The buffer sizes (see _RecvBuffer).
-_RECV_SIZE_FIRST = 4 * 1024
+_RECV_SIZE_FIRST = 1024
 _RECV_SIZE = 256 * 1024
 _RECV_SHRINK_AFTER = 16
 
