@@ -497,3 +497,29 @@ def test_out_of_file_descriptors_the_accept_loop_backs_off(limited_server):
         assert head.startswith(b"HTTP/1.1 101 ")
     log = server.finish()
     assert log.count("can't accept connections") == 1, log
+
+
+# --- the request line as the server reads it (its own parse, not http.server's) ------
+
+
+def test_request_line_version_and_path_as_http_server_would(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.html").write_text("docs")
+    server = start_server(echo, static_dir=tmp_path)
+    try:
+        host = "%s:%d" % server.server_address
+        response = answer(server.server_address, REQUEST.format(host=host, extra="").replace("1.1", "2.0").encode())
+        assert status_of(response) == 505 and b"101" not in response.split(b"\r\n")[0]
+        # "//evil.example/docs" is a path here: the redirect to the directory's
+        # slash stays on this host (a browser would read "//evil.example/..." as another host).
+        response = answer(server.server_address, f"GET //evil.example/../docs HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert status_of(response) in (301, 404)
+        assert b"//evil" not in response
+        response = answer(server.server_address, f"GET //docs HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert status_of(response) == 301 and b"\r\nLocation: /docs/\r\n" in response
+        with threadws.dial(url_of(server, "/chat?x=1"), ping_interval=None) as conn:  # and upgrades still work
+            conn.send("ok")
+            assert conn.recv(timeout=5) == "ok"
+            assert conn.path == "/chat?x=1"
+    finally:
+        stop_server(server)

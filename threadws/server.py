@@ -374,22 +374,28 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
         owner._run(conn)
 
     def _parse(self, head: bytes, rest: bytes, max_fields: int) -> bool:
-        # read_head has checked the request line's shape: METHOD SP target SP HTTP/x.y.
+        # What BaseHTTPRequestHandler.parse_request sets, without it: it would
+        # read the fields again through email.parser (a tenth of a short
+        # connection's parsing), under http.client's limits rather than ours.
         line, _, fields = head.partition(b"\r\n")
         self.raw_requestline = line + b"\r\n"
+        self.requestline = text = line.decode("iso-8859-1")
+        # read_head has checked the line's shape: METHOD SP target SP HTTP/d.d
+        self.command, self.path, self.request_version = text.split(" ")
+        if self.request_version >= "HTTP/2":
+            self._answer_error(HandshakeError(f"HTTP version {self.request_version[5:]} is not supported", 505))
+            return False
+        if self.path.startswith("//"):
+            # As http.server does: a static file's redirect to "//host/x/"
+            # would send a browser to another host.
+            self.path = "/" + self.path.lstrip("/")
         try:
-            headers = parse_fields(fields, max_fields=max_fields)
+            self.headers = parse_fields(fields, max_fields=max_fields)
         except HandshakeError as exc:
-            self.requestline = line.decode("iso-8859-1")
             self._answer_error(exc)
             return False
-        # parse_request would parse the fields again from rfile, under
-        # http.client's own limits: give it none, then set the ones parsed here.
-        self.rfile = io.BytesIO(b"\r\n")
-        ok = self.parse_request()
-        self.headers = headers
         self.rfile = io.BytesIO(rest)  # what follows the head belongs to the WebSocket
-        return ok
+        return True
 
     def list_directory(self, path: str | os.PathLike[str]) -> None:
         # Serve files, never a listing of what else lies in the directory.
