@@ -1,4 +1,4 @@
-"""A connection's limits and timers, with their defaults written once.
+"""A connection's limits and timers, and a server's, with their defaults written once.
 
 :func:`threadws.dial`, :class:`threadws.Upgrader` (and so :func:`threadws.serve`)
 take the same settings as keyword arguments whose defaults are read from here,
