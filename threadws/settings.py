@@ -4,6 +4,11 @@
 take the same settings as keyword arguments whose defaults are read from here,
 and build one :class:`Settings` per connection factory. :func:`threadws.serve`
 also takes the server's own limits, kept in a :class:`ServerLimits`.
+
+What it must never do
+---------------------
+Anything but hold values and check them: no I/O, no environment variables, no
+state. A value out of range is a :class:`ValueError` when the object is made.
 """
 
 from __future__ import annotations
