@@ -103,18 +103,18 @@ def _show_setting_defaults(
     # ServerLimits (written once); the reader wants the value, as written there.
     if not signature:
         return None
-    defaults = _settings_defaults()
-    holder = name.rpartition(".")[2]
-    if what == "class" and holder in _DEFAULT_HOLDERS:
-        # The dataclasses' own signatures: `read_limit: int = 1 << 20`, not 1048576.
-        for reference, value in defaults.items():
-            owner, _, field = reference.partition(".")
-            if owner == holder:
-                signature = re.sub(rf"\b({field}: [^=,()]+ = )[^,()]+", lambda m: m.group(1) + value, signature)
+    own_class = name.rpartition(".")[2]
+    if what == "class" and own_class in _DEFAULT_HOLDERS:
+        # The holders' own signatures: `read_limit: int = 1 << 20`, not 1048576.
+        for reference, value in _settings_defaults().items():
+            holder, _, field = reference.partition(".")
+            if holder == own_class:
+                pattern = rf"\b({field}: [^=,()]+ = )[^,()]+"
+                signature = re.sub(pattern, lambda match, value=value: match.group(1) + value, signature)
         return signature, annotation
     if not any(f"{holder}." in signature for holder in _DEFAULT_HOLDERS):
         return None
-    for reference, value in defaults.items():
+    for reference, value in _settings_defaults().items():
         signature = signature.replace(f"= {reference}", f"= {value}")
     return signature, annotation
 
