@@ -42,6 +42,9 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
     assert "threadws.dial(url: str, *, headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None," in text
     assert "read_limit: int = 1 << 20," in text
     assert "max_connections: int | None = 4096," in text  # serve()'s, from ServerLimits
+    # The classes that hold those defaults, their own signatures written the same way.
+    assert "class threadws.Settings(read_limit: int = 1 << 20, ping_interval: float | None = 20.0," in text
+    assert "class threadws.ServerLimits(max_connections: int | None = 4096, max_handshakes: int | None = 128," in text
 
 
 def test_a_broken_docstring_fails_the_build(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from .hub import Hub
 from .prepared import PreparedMessage
 from .reconnect import reconnecting
 from .server import Server, ServerStats, Upgrader, serve
+from .settings import ServerLimits, Settings
 from .streams import MessageReader, MessageWriter
 
 __all__ = [
@@ -52,7 +53,9 @@ __all__ = [
     "ProxyError",
     "RedisBackplane",
     "Server",
+    "ServerLimits",
     "ServerStats",
+    "Settings",
     "Upgrader",
     "dial",
     "is_close_error",

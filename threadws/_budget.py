@@ -13,6 +13,12 @@ writer thread or under the read lock), and the level is their difference.
 Under the GIL a reader of the two totals sees each one whole. The condition
 is used only when someone actually waits for room, which is the rare case;
 a message that passes through an uncongested queue costs no lock here.
+
+What it must never do
+---------------------
+Hold or refuse an item: it counts what its callers queue and lets a producer
+wait for room (for at most its timeout); what a full queue means is theirs to
+decide.
 """
 
 from __future__ import annotations

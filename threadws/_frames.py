@@ -1,14 +1,12 @@
-"""Framing for the hot path: whole, unfragmented data frames.
+"""Framing for the hot path: whole, unfragmented data frames, and masking.
 
 wsproto is the protocol engine: it sees every control frame, every fragment,
-every frame with reserved bits or an extension, every frame split across
-reads, and every error. But for the one frame shape that makes up nearly all
-traffic (a complete text or binary message in one frame, no extension), its
-general machinery (generators, event objects, a byte buffer that copies) costs
-several times the rest of an echo. :class:`threadws.connection.Conn` builds
-and recognises that shape itself with the helpers here, and hands wsproto
-everything else, frame by whole frame, so wsproto's own state (always at a
-frame boundary, never mid-message when the fast path runs) stays exact.
+every frame with reserved bits or an extension, and every error. But for the
+one frame shape that makes up nearly all traffic (a complete text or binary
+message in one frame, no extension), its general machinery (generators, event
+objects, a byte buffer that copies) costs several times the rest of an echo.
+:class:`threadws.protocol.Protocol` parses and builds that shape itself with
+the constants and helpers here, and hands wsproto everything else.
 
 Masking (RFC 6455 section 5.3) is the one tight byte loop here: every byte a
 client sends must be unmasked. It runs in C (``threadws._speedups``, built
@@ -16,6 +14,13 @@ from ``_speedups.c`` by ``pip install`` where a compiler works) when that
 extension is importable, else in the pure-Python ``py_*`` functions below,
 which give the same bytes; ``THREADWS_NO_SPEEDUPS`` set to anything but ""
 or "0" forces the pure-Python path. :data:`SPEEDUPS` says which is in use.
+
+What it must never do
+---------------------
+Decide anything about the protocol or keep a connection's state: these are
+functions over bytes, and which frames take the fast path is
+:mod:`threadws.protocol`'s call. The C and the pure-Python masking must give
+the same bytes (``tests/test_speedups.py`` holds them to it).
 """
 
 from __future__ import annotations

@@ -23,8 +23,11 @@ Before a connection exists (the TLS handshake, the HTTP head, the 101),
 the same :class:`TLS`, which then moves into the connection with whatever it
 had already decrypted or received.
 
-Nothing in this module starts a thread. :class:`TLS` does no I/O at all;
-:class:`TLSSocket` does blocking I/O for the one thread that owns it.
+What it must never do
+---------------------
+Start a thread, or hold :attr:`TLS.lock` across a ``recv``, a ``send`` or a
+wait. :class:`TLS` does no I/O at all; :class:`TLSSocket` does blocking I/O
+for the one thread that owns it.
 """
 
 from __future__ import annotations

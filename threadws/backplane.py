@@ -58,6 +58,12 @@ ignored.
 redis-py is imported only when a RedisBackplane is made (``pip install
 'threadws[redis]'``). Connections use RESP2 with redis-py's own retries off:
 this module decides what is retried.
+
+What it must never do
+---------------------
+Make :meth:`~RedisBackplane.publish` (and so ``Hub.broadcast()``) wait for
+Redis, send a message again once it may have reached Redis, or touch a
+connection: what arrives goes to the hub's ``deliver`` callback.
 """
 
 from __future__ import annotations

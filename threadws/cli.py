@@ -5,6 +5,11 @@ above the line being typed (the terminal's own insert-line, so typing is
 never garbled); with stdin not a terminal it reads lines from it and prints
 plainly. The server (``serve``) echoes or prints what it receives and can
 serve a directory of static files next to the WebSocket endpoint.
+
+What it must never do
+---------------------
+Print a peer's text unescaped (control characters are shown escaped, so a
+server can't drive the terminal), or use more of threadws than its public API.
 """
 
 from __future__ import annotations

@@ -28,6 +28,12 @@ tracemalloc: the same); 15 bits and memory level 8 (zlib's defaults) would take
 262 KiB + 39 KiB. A direction without context takeover releases its zlib object
 after every message, so an idle connection holds nothing for it. Both are
 created lazily, on the first compressed message in their direction.
+
+What it must never do
+---------------------
+Inflate past what is left of the read limit, join the inflated pieces, or
+touch a socket. Nor fail a handshake over an offer the server can't accept: it
+declines it (RFC 7692 section 7), and the connection goes on uncompressed.
 """
 
 from __future__ import annotations

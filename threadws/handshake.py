@@ -4,6 +4,13 @@ The server side checks a request that an HTTP parser already parsed and builds
 the 101 response or the HTTP error that explains a refusal. The client side
 builds the upgrade request and checks the server's response. The I/O lives in
 :mod:`threadws.server` and :mod:`threadws.client`.
+
+What it must never do
+---------------------
+Touch a socket or read a head off the wire (its callers do, bounded in size
+and time), or accept a request or a response that RFC 6455 section 4 says to
+refuse: a refusal is a :class:`~threadws.HandshakeError` with the HTTP status
+that explains it.
 """
 
 from __future__ import annotations

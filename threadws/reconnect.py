@@ -4,6 +4,12 @@ A :class:`~threadws.Conn` never reconnects by itself (a message sent on a
 connection that dropped must fail, not vanish into a new one). A client that
 should stay connected loops over :func:`reconnecting` instead, and sees each
 new connection as one more turn of the loop.
+
+What it must never do
+---------------------
+Keep a connection the loop body is done with (each is closed before the next
+dial), try again after a refusal another try would not change, or wait in a
+way that *stop* can't cut short.
 """
 
 from __future__ import annotations

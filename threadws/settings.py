@@ -1,9 +1,14 @@
-"""A connection's limits and timers, with their defaults written once.
+"""A connection's limits and timers, and a server's, with their defaults written once.
 
 :func:`threadws.dial`, :class:`threadws.Upgrader` (and so :func:`threadws.serve`)
 take the same settings as keyword arguments whose defaults are read from here,
 and build one :class:`Settings` per connection factory. :func:`threadws.serve`
 also takes the server's own limits, kept in a :class:`ServerLimits`.
+
+What it must never do
+---------------------
+Anything but hold values and check them: no I/O, no environment variables, no
+state. A value out of range is a :class:`ValueError` when the object is made.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import importlib
 import inspect
+import re
 import sys
 from typing import Any
 
@@ -100,7 +101,18 @@ def _show_setting_defaults(
 ) -> tuple[str, str | None] | None:
     # dial(), Upgrader() and serve() take their defaults from Settings and
     # ServerLimits (written once); the reader wants the value, as written there.
-    if not signature or not any(f"{holder}." in signature for holder in _DEFAULT_HOLDERS):
+    if not signature:
+        return None
+    own_class = name.rpartition(".")[2]
+    if what == "class" and own_class in _DEFAULT_HOLDERS:
+        # The holders' own signatures: `read_limit: int = 1 << 20`, not 1048576.
+        for reference, value in _settings_defaults().items():
+            holder, _, field = reference.partition(".")
+            if holder == own_class:
+                pattern = rf"\b({field}: [^=,()]+ = )[^,()]+"
+                signature = re.sub(pattern, lambda match, value=value: match.group(1) + value, signature)
+        return signature, annotation
+    if not any(f"{holder}." in signature for holder in _DEFAULT_HOLDERS):
         return None
     for reference, value in _settings_defaults().items():
         signature = signature.replace(f"= {reference}", f"= {value}")
