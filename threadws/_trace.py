@@ -14,14 +14,27 @@ only when its logger was at DEBUG when the connection was made.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
 from .exceptions import Close
 
+_ids = itertools.count(1)
+
 #: How much of a payload a log line shows.
 _TEXT_SHOWN = 60
 _BYTES_SHOWN = 16
+
+
+def connection_name(client: bool) -> str:
+    """A new connection name, ``threadws-client-7`` (the number is unique in the process).
+
+    It names the connection's log lines and threads. :func:`threadws.dial`
+    takes one before the connection exists, to log its handshake under the
+    same name (see ``Conn(name=...)``).
+    """
+    return f"threadws-{'client' if client else 'server'}-{next(_ids)}"
 
 
 def describe(kind: str, data: Any, size: int, part: str = "") -> str:

@@ -33,11 +33,11 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from . import handshake
 from ._net import Deadline, Response, connect_tcp, connect_unix, read_response
 from ._proxy import check_proxy_url, choose_proxy, open_tunnel
-from ._trace import describe_head
+from ._trace import connection_name, describe_head
 from ._version import __version__
 from .compression import Compression, PerMessageDeflate, resolve
 from ._tls import TLSSocket
-from .connection import Conn, connection_name
+from .connection import Conn
 from .exceptions import HandshakeError
 from .settings import Settings
 

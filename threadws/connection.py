@@ -33,7 +33,6 @@ every waiter.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import socket
@@ -48,8 +47,8 @@ from wsproto.extensions import Extension
 
 from ._frames import as_bytes
 from ._tls import TLS
-from ._trace import describe, describe_close
-from .enums import CloseCode, MessageType, check_close_code
+from ._trace import connection_name, describe, describe_close
+from .enums import CloseCode, MessageType, check_close, check_close_code
 from .ending import Ending, Phase
 from .exceptions import Close, ConnectionClosed, ConnectionClosedOK
 from .inbox import Inbox
@@ -70,17 +69,6 @@ Data = Union[str, bytes]
 Address = Any
 
 _monotonic = time.monotonic
-_ids = itertools.count(1)
-
-
-def connection_name(client: bool) -> str:
-    """A new connection name, ``threadws-client-7`` (the number is unique in the process).
-
-    :func:`threadws.dial` takes one before the connection exists, to log its
-    handshake under the same name (see ``Conn(name=...)``).
-    """
-    return f"threadws-{'client' if client else 'server'}-{next(_ids)}"
-
 
 
 def _default_pong_handler(payload: bytes) -> None:
@@ -535,7 +523,7 @@ class Conn:
             ValueError: *code* is reserved (1004, 1005, 1006, 1015) or not a
                 close code, or *reason* is over 123 bytes in UTF-8.
         """
-        _check_close(code, reason)
+        check_close(code, reason)
         if self._end.ended.is_set():
             return
         self._queue_close(code, reason, fail=False, done=None)
@@ -559,7 +547,7 @@ class Conn:
         Raises:
             ValueError: as for :meth:`close`.
         """
-        _check_close(code, reason)
+        check_close(code, reason)
         if self._end.ended.is_set():
             return
         if detail is None:
@@ -902,12 +890,6 @@ class Conn:
     def _report_bug(self, where: str, exc: BaseException) -> None:
         self.logger.error("%s: %s failed", self.name, where, exc_info=exc)
         self._note(f"internal error in {where}: {exc!r}", exc)
-
-
-def _check_close(code: int, reason: str) -> None:
-    check_close_code(code)
-    if len(reason.encode("utf-8")) > 123:
-        raise ValueError("close reason must be at most 123 bytes in UTF-8")
 
 
 def _address(getter: Callable[[], Any]) -> Any:

@@ -54,6 +54,13 @@ class CloseCode(enum.IntEnum):
 RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
 
 
+def check_close(code: int, reason: str) -> None:
+    """Raise ValueError unless *code* and *reason* may be sent in a close frame."""
+    check_close_code(code)
+    if len(reason.encode("utf-8")) > 123:  # 125 bytes of payload, 2 of them the code
+        raise ValueError("close reason must be at most 123 bytes in UTF-8")
+
+
 def check_close_code(code: int) -> None:
     """Raise ValueError unless *code* may be sent in a close frame (section 7.4)."""
     if code in RESERVED_CLOSE_CODES:

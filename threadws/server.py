@@ -45,11 +45,11 @@ from ._tls import TLS, TLSSocket
 from ._workers import WORKERS, Task
 from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn
-from .settings import ServerLimits, Settings
+from .settings import ServerLimits, ServerStats, Settings
 from .enums import CloseCode, MessageType
 from .exceptions import ConnectionClosed, HandshakeError
 
-__all__ = ["Server", "ServerStats", "Upgrader", "serve"]
+__all__ = ["Server", "ServerStats", "Upgrader", "serve"]  # (ServerStats lives in .settings)
 
 logger = logging.getLogger("threadws")
 
@@ -458,27 +458,6 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         logger.exception("error while handling a request from %s", client_address)
 
 
-@dataclasses.dataclass(frozen=True)
-class ServerStats:
-    """What :meth:`Server.stats` counts: the slots in use now, and the refusals since the start."""
-
-    #: WebSocket connections being served (from their upgrade until their
-    #: handler returns): what ``max_connections`` bounds.
-    connections: int
-    #: TCP connections accepted and not yet upgraded (reading their request
-    #: head, or being sent a static file): what ``max_handshakes`` bounds.
-    handshakes: int
-    #: Upgrades refused with 503 because ``max_connections`` were being served.
-    refused_connections: int
-    #: Times the accept loop stopped accepting because ``max_handshakes``
-    #: were in their handshake (the next connections waited in the listen backlog).
-    handshake_waits: int
-    #: Connections refused with 503 because a thread couldn't be started (the
-    #: request's, or the connection's reader or writer).
-    refused_threads: int
-    #: Times ``accept`` failed for want of file descriptors or memory (the
-    #: client waits in the listen backlog while the accept loop backs off).
-    accept_failures: int
 
 
 class Server:

@@ -3,7 +3,8 @@
 :func:`threadws.dial`, :class:`threadws.Upgrader` (and so :func:`threadws.serve`)
 take the same settings as keyword arguments whose defaults are read from here,
 and build one :class:`Settings` per connection factory. :func:`threadws.serve`
-also takes the server's own limits, kept in a :class:`ServerLimits`.
+also takes the server's own limits, kept in a :class:`ServerLimits`, and counts
+what it admits against them in a :class:`ServerStats`.
 
 What it must never do
 ---------------------
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from .enums import check_close_code
 
-__all__ = ["ServerLimits", "Settings"]
+__all__ = ["ServerLimits", "ServerStats", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,26 @@ class ServerLimits:
         for name in ("max_request_line", "max_header_bytes", "max_header_fields"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """What :meth:`threadws.Server.stats` counts: the slots in use now, and the refusals since the start."""
+
+    #: WebSocket connections being served (from their upgrade until their
+    #: handler returns): what ``max_connections`` bounds.
+    connections: int
+    #: TCP connections accepted and not yet upgraded (reading their request
+    #: head, or being sent a static file): what ``max_handshakes`` bounds.
+    handshakes: int
+    #: Upgrades refused with 503 because ``max_connections`` were being served.
+    refused_connections: int
+    #: Times the accept loop stopped accepting because ``max_handshakes``
+    #: were in their handshake (the next connections waited in the listen backlog).
+    handshake_waits: int
+    #: Connections refused with 503 because a thread couldn't be started (the
+    #: request's, or the connection's reader or writer).
+    refused_threads: int
+    #: Times ``accept`` failed for want of file descriptors or memory (the
+    #: client waits in the listen backlog while the accept loop backs off).
+    accept_failures: int
