@@ -345,6 +345,21 @@ def test_max_handshakes_at_its_edge(caplog):
         stop_server(server)
 
 
+def test_shutdown_while_the_accept_loop_waits_for_a_handshake_slot():
+    server = start_server(echo, max_handshakes=2, handshake_timeout=600)
+    silent = []
+    try:
+        for _ in range(3):
+            silent.append(socket.create_connection(server.server_address, timeout=10))
+        wait_until(lambda: server.stats().handshake_waits == 1)
+    finally:
+        stop_server(server)  # the waiting accept loop ends (serve_forever returns), the handshakes are dropped
+        for sock in silent:
+            sock.close()
+    assert server.stats().handshakes == 0
+    assert not http_threads()
+
+
 def test_silent_peers_cannot_pin_a_thread_each_with_the_defaults():
     # The probe: 300 TCP connections that never send a byte.
     server = start_server(echo, handshake_timeout=600)
