@@ -99,6 +99,72 @@ def test_client_traces_its_handshake_under_the_connections_name(caplog: pytest.L
     assert shown.index("> TEXT 'hi' [2 bytes]") > response  # frames follow, under the same name
 
 
+def test_server_traces_its_handshake_under_the_connections_name(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="threadws")
+    names: list[str] = []
+
+    def echo(conn: threadws.Conn) -> None:
+        names.append(conn.name)
+        _echo(conn)
+
+    server = start_server(echo, upgrader=threadws.Upgrader(ping_interval=None, subprotocols=["chat"]))
+    try:
+        with threadws.dial(url_of(server, "/chat?room=1"), ping_interval=None, subprotocols="chat",
+                           headers={"Cookie": "session=1"}) as conn:  # fmt: skip
+            conn.send("hi")
+            assert conn.recv(timeout=5) == "hi"
+    finally:
+        stop_server(server)
+    name = names[0]
+    assert name.startswith("threadws-server-")
+    shown = [r.getMessage()[len(name) + 1 :] for r in caplog.records if r.getMessage().startswith(name + " ")]
+    assert shown[0] == "< GET /chat?room=1 HTTP/1.1"
+    assert "< Sec-WebSocket-Protocol: chat" in shown and "< Cookie: [hidden]" in shown
+    response = shown.index("> HTTP/1.1 101 Switching Protocols")
+    assert "> Sec-WebSocket-Protocol: chat" in shown[response:] and "> Upgrade: websocket" in shown[response:]
+    assert shown.index("< TEXT 'hi' [2 bytes]") > response  # frames follow, under the same name
+    assert not any("session=1" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("where", ["serve", "Upgrader"])
+def test_logger_argument_of_serve_and_upgrader(caplog: pytest.LogCaptureFixture, where: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    mine = logging.getLogger("app.ws")
+    kwargs: dict = (
+        {"logger": mine, "upgrader": None, "ping_interval": None}  # serve() makes the Upgrader
+        if where == "serve"
+        else {"upgrader": threadws.Upgrader(ping_interval=None, logger=mine)}
+    )
+    conns: list[threadws.Conn] = []
+
+    def handler(conn: threadws.Conn) -> None:
+        conns.append(conn)
+        if conn.path == "/boom":
+            raise RuntimeError("boom")
+        _echo(conn)
+
+    server = start_server(handler, **kwargs)
+    try:
+        with threadws.dial(url_of(server), ping_interval=None) as conn:
+            conn.send("hi")
+            assert conn.recv(timeout=5) == "hi"
+        with threadws.dial(url_of(server, "/boom"), ping_interval=None) as conn:
+            with pytest.raises(threadws.ConnectionClosedError):
+                conn.recv(timeout=5)
+    finally:
+        stop_server(server)
+    assert conns[0].logger is mine
+    name = conns[0].name
+    ours = [r for r in caplog.records if r.name == "app.ws"]
+    assert f"{name} < GET / HTTP/1.1" in [r.getMessage() for r in ours]
+    assert f"{name} < TEXT 'hi' [2 bytes]" in [r.getMessage() for r in ours]
+    server_side = [r.getMessage() for r in caplog.records if r.name == ("app.ws" if where == "serve" else "threadws")]
+    # The server's own lines (the request log, the handler's exception) go to serve()'s logger.
+    assert any("GET / HTTP/1.1" in line and "101" in line for line in server_side)
+    assert any("raised" in line for line in server_side)
+    assert not any(r.name == "threadws" and r.getMessage().startswith(name + " ") for r in caplog.records)
+
+
 def test_head_lines_hide_credentials() -> None:
     from threadws._trace import describe_head
 

@@ -33,9 +33,10 @@ from .exceptions import (
 from .hub import Hub
 from .prepared import PreparedMessage
 from .reconnect import reconnecting
-from .server import Server, ServerStats, Upgrader, serve
-from .settings import ServerLimits, Settings
+from .server import Server, serve
+from .settings import ServerLimits, ServerStats, Settings
 from .streams import MessageReader, MessageWriter
+from .upgrader import Upgrader
 
 __all__ = [
     "CloseCode",

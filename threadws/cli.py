@@ -30,7 +30,8 @@ from .compression import Compression
 from .connection import Conn
 from .enums import MessageType
 from .exceptions import ConnectionClosed, ConnectionClosedOK, HandshakeError
-from .server import Upgrader, serve
+from .server import serve
+from .upgrader import Upgrader
 
 __all__ = ["main"]
 

@@ -251,8 +251,9 @@ class Conn:
     def set_read_limit(self, limit: int) -> None:
         """Refuse messages longer than *limit* bytes: the connection closes with 1009.
 
-        The default is 1 MiB. A message is never truncated; the limit counts the
-        whole message, across fragments.
+        The default is 1 MiB; a message is never truncated. It applies to messages
+        that start arriving after the call; from the first byte, pass ``read_limit=``
+        to :func:`threadws.dial`, :class:`threadws.Upgrader` or :func:`threadws.serve`.
         """
         if limit <= 0:
             raise ValueError("read limit must be positive")

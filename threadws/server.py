@@ -1,4 +1,4 @@
-"""The server side: :class:`Upgrader` (for any ``http.server`` handler) and :func:`serve`.
+"""The server: :func:`serve` and :class:`Server` (socketserver, the limits, the request threads).
 
 Theory of operation (:func:`serve`)
 -----------------------------------
@@ -36,274 +36,23 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from . import handshake, wsgi
-from ._http import parse_fields, read_head, refuse_now, take_buffered
-from ._tls import TLS, TLSSocket
+from . import handshake
+from ._http import parse_fields, read_head, refuse_now
+from ._tls import TLSSocket
 from ._workers import WORKERS, Task
-from .compression import Compression, PerMessageDeflate, resolve
 from .connection import Conn
 from .settings import ServerLimits, ServerStats, Settings
 from .enums import CloseCode, MessageType
 from .exceptions import ConnectionClosed, HandshakeError
+from .upgrader import Upgrader
 
-__all__ = ["Server", "ServerStats", "Upgrader", "serve"]  # (ServerStats lives in .settings)
+__all__ = ["Server", "serve"]
 
-logger = logging.getLogger("threadws")
+_logger = logging.getLogger("threadws")
 
-
-class Upgrader:
-    """Turns an HTTP request into a WebSocket connection (gorilla's ``Upgrader``).
-
-    Args:
-        check_origin: which browser origins may connect. None (the default) is
-            safe: a request whose ``Origin`` names another host than its
-            ``Host`` header gets 403; a request without ``Origin`` (not from a
-            browser) is allowed. A list allows exactly those origins
-            (``["https://example.com"]``); a callable ``(origin, headers) -> bool``
-            decides itself.
-        subprotocols: the subprotocols the server speaks, most preferred first.
-        compression: permessage-deflate (RFC 7692). Off by default; True
-            accepts clients' offers with the defaults of
-            :class:`threadws.Compression`, or pass one. An offer the server
-            can't accept is declined (the connection goes on uncompressed).
-            The read limit applies to the decompressed size.
-        read_limit, ping_interval, ping_timeout, close_timeout, max_read_queue, max_write_queue, max_queued_messages, max_fragments, idle_timeout, idle_close_code:
-            per-connection settings, as for :func:`threadws.dial` (see
-            :class:`threadws.settings.Settings`).
-    """
-
-    def __init__(
-        self,
-        *,
-        check_origin: handshake.OriginCheck = None,
-        subprotocols: Sequence[str] = (),
-        read_limit: int = Settings.read_limit,
-        ping_interval: float | None = Settings.ping_interval,
-        ping_timeout: float | None = Settings.ping_timeout,
-        close_timeout: float = Settings.close_timeout,
-        max_read_queue: int = Settings.max_read_queue,
-        max_write_queue: int = Settings.max_write_queue,
-        max_queued_messages: int = Settings.max_queued_messages,
-        max_fragments: int = Settings.max_fragments,
-        idle_timeout: float | None = Settings.idle_timeout,
-        idle_close_code: int = Settings.idle_close_code,
-        compression: Compression | bool | None = None,
-    ) -> None:
-        self.check_origin = check_origin
-        self.subprotocols = tuple(subprotocols)
-        self.compression = resolve(compression)
-        self.settings = Settings(
-            read_limit=read_limit,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-            max_read_queue=max_read_queue,
-            max_write_queue=max_write_queue,
-            max_queued_messages=max_queued_messages,
-            max_fragments=max_fragments,
-            idle_timeout=idle_timeout,
-            idle_close_code=idle_close_code,
-        )
-
-    def upgrade(
-        self,
-        request_handler: http.server.BaseHTTPRequestHandler,
-        response_headers: Iterable[tuple[str, str]] | None = None,
-    ) -> Conn:
-        """Complete the WebSocket handshake for the request being handled and return the connection.
-
-        Call it from a ``BaseHTTPRequestHandler.do_GET``. It takes the socket
-        over: bytes the HTTP parser already buffered are kept, the handler's
-        timeout is cleared, and the server can no longer close the connection
-        when the handler returns, so the handler may hand the connection to
-        another thread and return.
-
-        TLS: a request that came over an :class:`ssl.SSLSocket` (a listener the
-        application wrapped itself) is refused with RuntimeError before
-        anything is sent, because an ``SSLSocket`` can't safely be shared by a
-        reader and a writer thread, nor detached from the HTTP server (whose
-        ``shutdown`` would drop TLS under the connection, sending the rest in
-        the clear). Serve ``wss://`` with ``threadws.serve(ssl_context=...)``,
-        which does TLS its own way, or terminate TLS in a proxy in front.
-
-        Args:
-            request_handler: the handler of the current request.
-            response_headers: extra headers for the 101 response (e.g. a cookie).
-
-        Raises:
-            HandshakeError: the request is not an acceptable WebSocket
-                handshake; the Upgrader has already answered it (400, 403,
-                405 or 426) and the handler should just return. Also 503 (with
-                ``Retry-After``) when the connection's threads can't be
-                started: the client got that answer, the socket is closed,
-                and the error is logged.
-            RuntimeError: the request came over an ``ssl.SSLSocket`` (see
-                above); nothing has been sent.
-        """
-        handler = request_handler
-        sock: Any = handler.connection
-        if isinstance(sock, ssl.SSLSocket):
-            raise RuntimeError(
-                "Upgrader.upgrade: this request came over an ssl.SSLSocket, which a connection's reader and "
-                "writer threads can't share safely; serve wss:// with threadws.serve(ssl_context=...) "
-                "or terminate TLS in a proxy in front of the server"
-            )
-        try:
-            accepted = self._check(handler.command, handler.request_version, handler.headers)
-        except HandshakeError as exc:
-            _refuse(handler, exc)
-            raise
-        response = handshake.build_response(accepted, response_headers or ())
-        leftover = take_buffered(handler.rfile, sock)
-        handler.close_connection = True
-        tls: TLS | None = None
-        raw: socket.socket = sock
-        if isinstance(sock, TLSSocket):  # serve(ssl_context=...): TLS in memory, over the TCP socket
-            tls, raw = sock.tls, sock.raw
-        try:
-            sock.settimeout(None)
-            if raw.family in (socket.AF_INET, socket.AF_INET6):
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:
-            raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
-        # Hijack: detach the file descriptor so the HTTP server's own
-        # shutdown/close of its socket object can't touch our connection.
-        raw = socket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
-        try:
-            conn = self._start(raw, accepted, response, leftover, handler.path, handler.headers, tls)
-        except HandshakeError as exc:
-            handler.log_request(exc.status)
-            raise
-        handler.log_request(101)
-        return conn
-
-    def _check(self, method: str, http_version: str, headers: handshake.HeaderSource) -> handshake.Accepted:
-        """Decide on a request with this Upgrader's policy (HandshakeError if refused)."""
-        return handshake.check_request(
-            method,
-            http_version,
-            headers,
-            check_origin=self.check_origin,
-            subprotocols=self.subprotocols,
-            compression=self.compression,
-        )
-
-    def _start(
-        self,
-        sock: socket.socket,
-        accepted: handshake.Accepted,
-        response: bytes,
-        leftover: bytes,
-        path: str,
-        request_headers: Any,
-        tls: TLS | None = None,
-    ) -> Conn:
-        """The server-side Conn for *sock*; its writer sends the 101 (*response*) once both its threads run.
-
-        Raises HandshakeError(503) when a thread can't be started, having
-        answered 503 and closed the socket: nothing else was sent on it.
-        """
-        extensions = []
-        if accepted.compression is not None and self.compression is not None:
-            extensions.append(
-                PerMessageDeflate(
-                    accepted.compression, self.compression, client=False, read_limit=self.settings.read_limit
-                )
-            )
-        try:
-            return Conn(
-                sock,
-                client=False,
-                settings=self.settings,
-                trailing_data=leftover,
-                subprotocol=accepted.subprotocol,
-                path=path,
-                request_headers=request_headers,
-                response_headers=handshake.parse_head(response[:-4])[3],
-                extensions=extensions,
-                tls=tls,
-                greeting=response,
-            )
-        except RuntimeError as exc:  # "can't start new thread": the process is at a thread limit
-            error = handshake.service_unavailable("the server can't start a thread for this connection")
-            logger.error("%s: can't start a connection's threads (%s): answered 503", _peer(sock), exc)
-            refuse_now(sock, handshake.build_error_response(error), tls)
-            raise error from exc
-
-    def upgrade_wsgi(
-        self,
-        environ: Mapping[str, Any],
-        response_headers: Iterable[tuple[str, str]] | None = None,
-    ) -> Conn:
-        """Complete the WebSocket handshake for a request inside a WSGI app and return the connection.
-
-        Call it from a view (Flask: ``upgrader.upgrade_wsgi(request.environ)``).
-        It works under servers that hand over their socket: Werkzeug's
-        development server (threaded) and gunicorn's sync and gthread workers.
-        It takes the connection from the server, keeping bytes the server
-        already buffered; whatever the view returns afterwards is not sent
-        (the server finds the connection gone and drops it quietly), so return
-        an empty response, e.g. ``return "", 101`` in Flask.
-
-        The returned connection no longer needs the request's thread: serve it
-        there (under gthread that holds one of ``--threads`` until it ends) or
-        hand it to a thread of your own and return (under sync workers you
-        must, since the worker is killed after ``--timeout`` seconds in one
-        request).
-
-        Args:
-            environ: the WSGI environ of the current request.
-            response_headers: extra headers for the 101 response (e.g. a cookie).
-
-        Raises:
-            HandshakeError: the request is not an acceptable WebSocket
-                handshake; it has already been answered (400, 403, 405 or
-                426, as :meth:`upgrade` does; 503 when the connection's
-                threads can't be started) and the view should just return.
-            RuntimeError: the server does not give up its socket (waitress,
-                wsgiref, uWSGI, ...) or the request came over TLS; the message
-                names the servers that work. Nothing has been sent.
-        """
-        sock = wsgi.server_socket(environ)
-        headers = wsgi.environ_headers(environ)
-        method, version = str(environ.get("REQUEST_METHOD", "")), str(environ.get("SERVER_PROTOCOL", ""))
-        try:
-            accepted = self._check(method, version, headers)
-        except HandshakeError as exc:
-            wsgi.refuse(sock, handshake.build_error_response(exc))
-            raise
-        response = handshake.build_response(accepted, response_headers or ())
-        leftover = wsgi.take_buffered(environ, sock)
-        ours = wsgi.take_over(sock)
-        try:
-            ours.settimeout(None)  # the descriptor's blocking mode is shared with the server's; make it ours
-            if ours.family in (socket.AF_INET, socket.AF_INET6):
-                ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:
-            ours.close()
-            raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
-        return self._start(ours, accepted, response, leftover, wsgi.request_target(environ), headers)
-
-
-def _peer(sock: socket.socket) -> str:
-    try:
-        host, port = sock.getpeername()[:2]
-    except (OSError, ValueError):
-        return "(unknown peer)"
-    return f"{host}:{port}"
-
-
-def _refuse(handler: http.server.BaseHTTPRequestHandler, error: HandshakeError) -> None:
-    handler.close_connection = True
-    try:
-        handler.wfile.write(handshake.build_error_response(error))
-        handler.wfile.flush()
-    except OSError:
-        pass  # the client is gone; it won't read the explanation
-    handler.log_request(error.status)
 
 
 # --- serve() -------------------------------------------------------------------
@@ -409,7 +158,7 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
         self.log_message('"%s" %s', getattr(self, "requestline", "") or "(unparsed request)", error.status)
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.info("%s - %s", self.address_string(), format % args)
+        self.server.owner.logger.info("%s - %s", self.address_string(), format % args)
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
@@ -455,7 +204,7 @@ class _TCPServer(socketserver.ThreadingTCPServer):
             self.owner._request_done(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.exception("error while handling a request from %s", client_address)
+        self.owner.logger.exception("error while handling a request from %s", client_address)
 
 
 
@@ -470,10 +219,12 @@ class Server:
         path, static_dir, ssl_context: as for :func:`serve`.
         limits: what the server admits (None: the defaults of
             :class:`threadws.settings.ServerLimits`).
+        logger: where the server logs (the ``threadws`` logger by default).
 
     Attributes:
         server_address: the ``(host, port)`` it listens on (the real port when 0 was asked).
         limits: the :class:`threadws.settings.ServerLimits` in force.
+        logger: where it logs requests, refusals and handlers' exceptions.
     """
 
     def __init__(
@@ -487,10 +238,12 @@ class Server:
         static_dir: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         limits: ServerLimits | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
+        self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _logger
         self.handler = handler
         self.path = path
-        self.upgrader = upgrader or Upgrader()
+        self.upgrader = upgrader or Upgrader(logger=logger)
         self.static_dir = os.fspath(static_dir) if static_dir is not None else None
         self.ssl_context = ssl_context
         self.limits = limits or ServerLimits()
@@ -507,7 +260,7 @@ class Server:
         self._stopped = False
         self._tcp = _TCPServer(self, (host, port))
         self.server_address: tuple[str, int] = self._tcp.server_address[:2]  # type: ignore[assignment]
-        _warn_if_few_files(self.limits)
+        _warn_if_few_files(self.limits, self.logger)
 
     @property
     def connections(self) -> list[Conn]:
@@ -590,7 +343,7 @@ class Server:
             task.join(max(0.0, deadline - time.monotonic()))
         running = sum(1 for task in tasks if task.is_alive())
         if running:
-            logger.warning(
+            self.logger.warning(
                 "server shutdown: %d handler thread%s still running after %.1f s; left to finish on their own",
                 running, "s" if running > 1 else "", timeout,
             )  # fmt: skip
@@ -615,7 +368,7 @@ class Server:
             if limit is not None and len(self._handshaking) >= limit and not self._stopped:
                 warn = self._count("handshakes")
                 if warn is not None:
-                    logger.warning(
+                    self.logger.warning(
                         "max_handshakes (%d) connections are in their handshake: new connections wait in the "
                         "listen backlog (%d waits since this was last logged; at most once a minute)",
                         limit, warn,
@@ -644,7 +397,7 @@ class Server:
                 self._slot_freed.notify()
                 warn = self._count("threads")
             self._log_refusal(warn, f"can't start a request thread ({exc})", logging.ERROR)
-            logger.info("%s - refused with 503: no thread", _address(address))
+            self.logger.info("%s - refused with 503: no thread", _address(address))
             error = handshake.service_unavailable("the server can't start a thread for this connection")
             refuse_now(sock, handshake.build_error_response(error))
 
@@ -666,7 +419,7 @@ class Server:
         with self._lock:
             count = self._count("accept")
         if count is not None:
-            logger.error(
+            self.logger.error(
                 "can't accept connections (%s): they wait in the listen backlog; raise the open files limit "
                 "(ulimit -n) or lower max_connections (%d failures since the last such error, at most one a minute)",
                 error, count,
@@ -702,10 +455,9 @@ class Server:
         self._warned[kind] = (now, self._counts[kind])
         return self._counts[kind] - total
 
-    @staticmethod
-    def _log_refusal(count: int | None, why: str, level: int = logging.WARNING) -> None:
+    def _log_refusal(self, count: int | None, why: str, level: int = logging.WARNING) -> None:
         if count is not None:
-            logger.log(
+            self.logger.log(
                 level,
                 "%s: refusing new connections with 503 (%d refused since this was last logged; at most once a minute)",
                 why,
@@ -727,7 +479,7 @@ class Server:
         except ConnectionClosed:
             conn.close()
         except Exception:
-            logger.exception("connection handler %r raised", self.handler)
+            self.logger.exception("connection handler %r raised", self.handler)
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         else:
             conn.close()
@@ -748,7 +500,7 @@ def _shutdown_socket(sock: socket.socket) -> None:
         pass
 
 
-def _warn_if_few_files(limits: ServerLimits) -> None:
+def _warn_if_few_files(limits: ServerLimits, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     """Warn when the process may run out of file descriptors before the server reaches its limits."""
     try:
         import resource
@@ -793,6 +545,7 @@ def serve(
     max_fragments: int = Settings.max_fragments,
     idle_timeout: float | None = Settings.idle_timeout,
     idle_close_code: int = Settings.idle_close_code,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> Server:
     """Create a threaded server that runs ``handler(conn)`` for each WebSocket connection.
 
@@ -809,7 +562,7 @@ def serve(
 
     ``handler(conn)`` runs on the connection's own thread. When it returns the
     connection closes with 1000; when it raises, with 1011 (the traceback is
-    logged to the ``threadws`` logger).
+    logged to the ``threadws`` logger, or *logger*).
 
     The README's "Security and limits" explains each limit's default and what
     a deployment must add (TLS, per-client limits at a proxy).
@@ -848,6 +601,11 @@ def serve(
             :class:`threadws.settings.Settings`), for the default Upgrader.
             With *upgrader* given, give them to it instead: a value here
             other than the default then raises TypeError.
+        logger: where the server logs (requests at INFO, refusals, handlers'
+            exceptions) and, with the default Upgrader, where its connections
+            log (their handshake and frames at DEBUG); the ``threadws``
+            logger by default. A given *upgrader* keeps its own logger for
+            the connections.
 
     Raises:
         TypeError: *upgrader* and a per-connection setting both given.
@@ -868,7 +626,7 @@ def serve(
     }
     settings = Settings(**per_connection)
     if upgrader is None:
-        upgrader = Upgrader(**per_connection)
+        upgrader = Upgrader(**per_connection, logger=logger)
     elif settings != Settings():
         given = [f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != f.default]
         raise TypeError(
@@ -883,5 +641,6 @@ def serve(
         max_header_fields=max_header_fields,
     )
     return Server(
-        handler, host, port, upgrader=upgrader, path=path, static_dir=static_dir, ssl_context=ssl_context, limits=limits
-    )
+        handler, host, port, upgrader=upgrader, path=path, static_dir=static_dir, ssl_context=ssl_context,
+        limits=limits, logger=logger,
+    )  # fmt: skip
