@@ -18,8 +18,9 @@ accepted socket, and given back when the request is done.
 What it must never do
 ---------------------
 Block the accept loop on anything but a free handshake slot (a refusal there
-is one non-blocking send), hold its lock across I/O or a join, or touch a connection's internals: once the socket
-is handed to a :class:`Conn`, it uses only the public API.
+is one non-blocking send), hold its lock across I/O or a join, or touch a
+connection's internals: once the :class:`~threadws.upgrader.Upgrader` has
+made a :class:`Conn`, the server uses only its public API.
 """
 
 from __future__ import annotations
