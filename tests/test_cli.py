@@ -317,3 +317,87 @@ def test_serve_refuses_a_missing_directory_and_a_busy_port(echo_server):
     port = echo_server.server_address[1]
     out = subprocess.run(run + ["--port", str(port)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 3 and "Could not listen" in out.stderr
+
+
+# --- the options that shape the handshake, checked on the server's side ---------------------
+
+
+def _run_piped(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m threadws ARGS`` with nothing on stdin: connect, then close at once (1000)."""
+    return subprocess.run([sys.executable, "-m", "threadws", *args], input="", capture_output=True, text=True,
+                          timeout=30)
+
+
+def _recording_server(**kwargs: Any) -> tuple[threadws.Server, list[threadws.Conn]]:
+    """A server whose handler keeps each connection (its request and response headers) and waits for the close."""
+    conns: list[threadws.Conn] = []
+
+    def handler(conn: threadws.Conn) -> None:
+        conns.append(conn)
+        for _ in conn:
+            pass
+
+    return start_server(handler, **kwargs), conns
+
+
+def test_origin_option_is_the_origin_the_server_sees():
+    server, conns = _recording_server()
+    try:
+        # The default check_origin takes an Origin naming the Host (a page from the same server).
+        origin = "http://{}:{}".format(*server.server_address)
+        out = _run_piped("--origin", origin, url_of(server))
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: len(conns) == 1)
+        assert conns[0].request_headers["Origin"] == origin
+        out = _run_piped(url_of(server))  # without it, no Origin at all (not a browser)
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: len(conns) == 2)
+        assert conns[1].request_headers.get("Origin") is None
+    finally:
+        stop_server(server)
+
+
+def test_origin_option_is_what_check_origin_refuses():
+    upgrader = threadws.Upgrader(ping_interval=None, close_timeout=2.0, check_origin=["https://good.example"])
+    server, conns = _recording_server(upgrader=upgrader)
+    try:
+        out = _run_piped("--origin", "https://evil.example", url_of(server))
+        assert out.returncode == 3 and "403" in out.stderr, out.stderr
+        assert conns == []
+        out = _run_piped("--origin", "https://good.example", url_of(server))
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: len(conns) == 1)
+    finally:
+        stop_server(server)
+
+
+def test_compression_option_negotiates_permessage_deflate():
+    upgrader = threadws.Upgrader(ping_interval=None, close_timeout=2.0, compression=True)
+    server, conns = _recording_server(upgrader=upgrader)
+    try:
+        out = _run_piped("--compression", url_of(server))
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: len(conns) == 1)
+        assert "permessage-deflate" in conns[0].request_headers["Sec-WebSocket-Extensions"]
+        assert conns[0].response_headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+        assert "permessage-deflate" in out.stdout.splitlines()[0]  # "Connected to ... (permessage-deflate...)"
+        out = _run_piped(url_of(server))  # not offered: not agreed, though the server would
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: len(conns) == 2)
+        assert conns[1].response_headers.get("Sec-WebSocket-Extensions") is None
+    finally:
+        stop_server(server)
+
+
+def test_insecure_option_accepts_a_certificate_nobody_vouches_for(tls_certs):
+    server, conns = _recording_server(ssl_context=tls_certs.server)  # signed by a CA the child doesn't trust
+    try:
+        url = f"wss://localhost:{server.server_address[1]}/"
+        out = _run_piped(url)
+        assert out.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in out.stderr, out.stderr
+        out = _run_piped("--insecure", url)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"Connected to {url}")
+        wait_until(lambda: len(conns) == 1)
+    finally:
+        stop_server(server)

@@ -443,6 +443,66 @@ def test_dns_is_bounded_by_the_timeout(monkeypatch):
         release.set()  # the resolver thread ends (the leak check waits for it)
 
 
+@pytest.fixture
+def black_holes() -> Iterator[Callable[[int], list[tuple[str, int]]]]:
+    """``make(n)``: *n* loopback addresses whose listeners' accept queues are full, so a SYN to them is dropped."""
+    opened: list[socket.socket] = []
+
+    def make(count: int) -> list[tuple[str, int]]:
+        addresses = []
+        for _ in range(count):
+            listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+            opened.append(listener)
+            port = listener.getsockname()[1]
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                opened.append(filler)
+            addresses.append(("127.0.0.1", port))
+        return addresses
+
+    yield make
+    for sock in opened:
+        sock.close()
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, name: str, addresses: list[tuple[str, int]]) -> list[str]:
+    """Make *name* resolve to *addresses* (in order); returns the list of names looked up."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        asked.append(host)
+        if host == name:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", address) for address in addresses]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_one_timeout_covers_every_address_a_name_resolves_to(monkeypatch, black_holes):
+    holes = black_holes(4)
+    asked = _resolving(monkeypatch, "many.example", holes)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        threadws.dial("ws://many.example/", timeout=1.0)
+    # One timeout for the dial, not one per address (that would be 4 s).
+    assert time.monotonic() - start < 3
+    assert "many.example" in asked
+    last = "127.0.0.1:{}".format(holes[-1][1])
+    assert f"after 1 s while connecting to many.example ({last})" in str(info.value)  # it got to the last one
+
+
+def test_an_address_that_drops_syns_leaves_time_for_the_next(monkeypatch, black_holes, echo_server):
+    # Each address gets its share of what is left: 2 s / 3, then the rest / 2, then the rest.
+    _resolving(monkeypatch, "mixed.example", black_holes(2) + [echo_server.server_address])
+    with threadws.dial("ws://mixed.example/", timeout=2.0, ping_interval=None) as conn:
+        conn.send("through")
+        assert conn.recv(timeout=5) == "through"
+
+
 def test_silent_tls_server_times_out_in_the_tls_step(raw_server):
     stop = threading.Event()
     with socket.create_server(("127.0.0.1", 0)) as listener:

@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 
+from typing import Any
+
 import pytest
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
@@ -674,3 +676,41 @@ def test_a_thread_that_cannot_start_leaves_the_socket_untouched(role, monkeypatc
         assert received == b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
     finally:
         b.close()
+
+
+# --- done callbacks -----------------------------------------------------------------
+
+
+def test_done_callbacks_run_once_on_the_reader_thread_as_the_connection_ends(pair, role, caplog):
+    conn, peer = pair(role)
+    calls: list[tuple[str, threadws.Conn, str, bool, ConnectionClosed | None]] = []
+
+    def record(name: str) -> Any:
+        def callback(arg: threadws.Conn) -> None:
+            calls.append((name, arg, threading.current_thread().name, arg.closed, arg.close_exception))
+
+        return callback
+
+    def broken(arg: threadws.Conn) -> None:
+        raise RuntimeError("a callback's bug")
+
+    first, removed, last = record("first"), record("removed"), record("last")
+    conn.add_done_callback(first)
+    conn.add_done_callback(broken)  # logged; the others still run
+    conn.add_done_callback(removed)
+    conn.add_done_callback(last)
+    assert conn.remove_done_callback(removed) is True
+    assert conn.remove_done_callback(removed) is False  # not there any more
+    assert calls == []
+    close_cleanly(conn, peer)
+    assert [name for name, *_ in calls] == ["first", "last"]
+    for _, arg, thread, closed, exc in calls:
+        assert arg is conn and thread == f"{conn.name}-reader"
+        assert closed and isinstance(exc, ConnectionClosedOK)  # the end is already visible to the callback
+    assert "done callback failed" in caplog.text and "a callback's bug" in caplog.text
+    assert conn.remove_done_callback(first) is False  # run and forgotten
+
+    # Once it has ended: at once, on the caller's thread, before add_done_callback returns.
+    conn.add_done_callback(record("late"))
+    assert [name for name, *_ in calls] == ["first", "last", "late"]
+    assert calls[-1][1] is conn and calls[-1][2] == threading.current_thread().name

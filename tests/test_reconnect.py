@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import itertools
 import logging
+import random
 import re
 import socket
 import threading
@@ -212,3 +213,39 @@ def test_arguments_are_checked_at_once(echo_server):
         threadws.reconnecting(url_of(echo_server), backoff_initial=5, backoff_max=1)
     with pytest.raises(ValueError):  # a bad URL is not retried
         next(iter(threadws.reconnecting("http://example.com/")))
+
+
+class _RecordingStop(threading.Event):
+    """A stop= event that records each wait the loop asks of it and returns at once (never set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_waits_grow_exponentially_up_to_the_cap_with_full_jitter(monkeypatch):
+    real_uniform = random.uniform
+    draws: list[tuple[float, float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        value = real_uniform(low, high)
+        draws.append((low, high, value))
+        return value
+
+    monkeypatch.setattr(random, "uniform", uniform)
+    stop = _RecordingStop()
+    url = f"ws://127.0.0.1:{_dead_port()}/"
+    with pytest.raises(ConnectionRefusedError):
+        for _ in threadws.reconnecting(url, max_failures=8, backoff_initial=0.5, backoff_factor=3, backoff_max=20,
+                                       stop=stop, timeout=5):
+            pytest.fail("nothing listens there")
+    # Between 8 attempts, 7 waits: each drawn from [0, min(cap, initial * factor ** n)].
+    assert [(low, high) for low, high, _ in draws] == [(0, b) for b in (1.5, 4.5, 13.5, 20, 20, 20, 20)]
+    assert stop.waits == [value for _, _, value in draws]  # the wait is the draw (no Retry-After here)
+    assert all(0 <= value <= high for _, high, value in draws)
+    assert len(set(stop.waits)) > 1  # jittered, not the bound each time

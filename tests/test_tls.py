@@ -480,6 +480,54 @@ def test_client_reports_tls_ending_before_the_close_frame(certs: Certificates, h
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize("starts", ["server", "client"])
+def test_a_ragged_eof_after_the_closing_handshake_is_a_clean_close(certs: Certificates, starts: str) -> None:
+    """Close frames went both ways, then the peer drops TCP with no close_notify: nothing was lost."""
+
+    def script(peer: RawTLSPeer) -> None:
+        if starts == "server":
+            peer.send(CloseConnection(code=1000, reason="bye"))
+            assert isinstance(peer.next_event(), CloseConnection)
+        else:
+            event = peer.next_event()
+            assert isinstance(event, CloseConnection)
+            peer.send(event.response())
+        socket.socket.shutdown(peer.sock, socket.SHUT_RDWR)  # TCP FIN, no close_notify
+
+    with raw_tls_server(certs, script) as port:
+        conn = dial_wss(port, certs, close_timeout=T)
+        if starts == "server":
+            with pytest.raises(ConnectionClosedOK):
+                conn.recv(timeout=T)
+        else:
+            conn.close()
+        assert conn.wait_closed(T)
+    exc = conn.close_exception
+    assert isinstance(exc, ConnectionClosedOK), exc
+    assert exc.code == 1000 and exc.rcvd is not None and exc.sent is not None
+    assert "timed out" not in str(exc) and "lost" not in str(exc)
+
+
+def test_server_drops_a_client_that_never_starts_tls(certs: Certificates) -> None:
+    upgrader = threadws.Upgrader(ping_interval=None, close_timeout=2.0)
+    server = threadws.serve(lambda conn: None, "127.0.0.1", 0, upgrader=upgrader, ssl_context=certs.server,
+                            handshake_timeout=0.5)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="test-wss-serve")
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address, timeout=T) as silent:  # TCP only, no ClientHello
+            wait_until(lambda: server.stats().handshakes == 1)
+            with contextlib.suppress(ConnectionResetError):
+                assert silent.recv(100) == b""  # dropped (in ~0.5 s; a missing deadline fails on T)
+        wait_until(lambda: server.stats().handshakes == 0)  # the request is done and its slot given back
+        with dial_wss(server.server_address[1], certs) as conn:  # and the server is still serving
+            assert not conn.closed
+    finally:
+        server.shutdown(timeout=5)
+        thread.join(T)
+    assert not thread.is_alive()
+
+
 def test_client_handshake_timeout_covers_tls(certs: Certificates) -> None:
     listener = socket.create_server(("127.0.0.1", 0))  # accepts TCP, never answers the ClientHello
     try:

@@ -367,11 +367,11 @@ def _client(argv: list[str]) -> int:
             timeout=args.timeout,
             compression=Compression() if args.compression else None,
         )
-    except (ValueError, ImportError) as exc:  # a bad URL, header or proxy; python-socks missing
-        parser.error(str(exc))
-    except (HandshakeError, OSError) as exc:
+    except (HandshakeError, OSError) as exc:  # first: a certificate error is an OSError *and* a ValueError
         print(f"Could not connect to {args.url}: {exc}", file=sys.stderr)
         return EXIT_CONNECT_FAILED
+    except (ValueError, ImportError) as exc:  # a bad URL, header or proxy; python-socks missing
+        parser.error(str(exc))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if interactive:
