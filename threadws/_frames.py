@@ -137,7 +137,28 @@ def rotate(key: bytes, n: int) -> bytes:
     return key[r:] + key[:r]
 
 
-def build_frame(first: int, payload: bytes | bytearray, client: bool) -> bytes:
+class SplitFrame:
+    """An unmasked frame of 64 KiB or more, kept as its header and its payload.
+
+    The writer sends the two together (one ``sendmsg``), so a server doesn't
+    copy a long payload into a new frame first. Only an immutable ``bytes``
+    payload is kept this way: a ``bytearray`` could change before it is sent.
+    """
+
+    __slots__ = ("header", "payload")
+
+    def __init__(self, header: bytes, payload: bytes) -> None:
+        self.header = header
+        self.payload = payload
+
+    def __len__(self) -> int:
+        return len(self.header) + len(self.payload)
+
+    def __bytes__(self) -> bytes:
+        return self.header + self.payload
+
+
+def build_frame(first: int, payload: bytes | bytearray, client: bool) -> bytes | SplitFrame:
     """One whole frame: *first* is the FIN/opcode byte; a client masks (section 5.3)."""
     n = len(payload)
     if not client:
@@ -145,6 +166,8 @@ def build_frame(first: int, payload: bytes | bytearray, client: bool) -> bytes:
             return bytes((first, n)) + payload
         if n < 65536:
             return _SHORT.pack(first, 126, n) + payload
+        if type(payload) is bytes:
+            return SplitFrame(_LONG.pack(first, 127, n), payload)
         return _LONG.pack(first, 127, n) + payload
     key = os.urandom(4)
     if n < 126:

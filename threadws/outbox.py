@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from ._frames import SplitFrame
 from .ending import Ending, Phase
 from .enums import CloseCode
 from .exceptions import Close, ConnectionClosed
@@ -133,7 +134,7 @@ class Outbox:
                     raise self.closed()
                 if prepared is not None:
                     frame = prepared.frame_for(protocol)
-                elif type(message) is bytes:
+                elif type(message) is bytes or type(message) is SplitFrame:
                     frame = message
                 else:
                     assert message is not None

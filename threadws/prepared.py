@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from ._frames import as_bytes
+from ._frames import SplitFrame, as_bytes
 from .enums import MessageType
 from .protocol import Protocol
 
@@ -52,7 +52,7 @@ class PreparedMessage:
         # One frame per sharing key (see Protocol.sharing_key), built on first use.
         self._frames: dict[Hashable, bytes] = {}
 
-    def frame_for(self, protocol: Protocol) -> bytes:
+    def frame_for(self, protocol: Protocol) -> bytes | SplitFrame:
         """The frame for a connection with this *protocol* (call it under the connection's lock).
 
         Built once and reused for every server-side connection that can share

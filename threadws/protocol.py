@@ -54,7 +54,9 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameProtocol
 from wsproto.utilities import LocalProtocolError
 
-from ._frames import FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, as_bytes, build_frame, rotate, unmask, unmask_into
+from ._frames import (
+    FIN_BINARY, FIN_TEXT, INT_XOR_MAX, MASK_BIT, SplitFrame, as_bytes, build_frame, rotate, unmask, unmask_into,
+)
 from .compression import PerMessageDeflate
 from .enums import CloseCode, MessageType, check_close_code
 
@@ -159,7 +161,7 @@ Event = Union[Message, Chunk, Ping, Pong, CloseFrame, Failure]
 
 #: A message checked by :meth:`Protocol.check`: its frame already, or what the
 #: protocol still has to frame under the caller's lock (:meth:`Protocol.frame`).
-Outgoing = Union[bytes, TextMessage, BytesMessage]
+Outgoing = Union[bytes, SplitFrame, TextMessage, BytesMessage]
 
 
 def parse_close_payload(data: bytes) -> tuple[int, str]:
@@ -582,7 +584,7 @@ class Protocol:
             return BytesMessage(data=as_bytes(data))
         raise ValueError(f"write_message takes TEXT or BINARY, not {kind!r}; see write_control")
 
-    def frame(self, message: Outgoing, compress: bool = True) -> bytes:
+    def frame(self, message: Outgoing, compress: bool = True) -> bytes | SplitFrame:
         """The frame for a message :meth:`check` returned (under the caller's lock).
 
         *compress* False sends it uncompressed even when permessage-deflate
@@ -591,7 +593,7 @@ class Protocol:
         Raises:
             ProtocolClosed: a close frame went out or came in already.
         """
-        if type(message) is bytes:
+        if type(message) is bytes or type(message) is SplitFrame:
             if not self.can_send_data:
                 raise ProtocolClosed("a close frame went out or came in already")
             return message

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._budget import Budget
+from ._frames import SplitFrame
 from ._tls import TLS
 from ._workers import WORKERS, Task
 from .exceptions import Close
@@ -295,7 +296,7 @@ class Writer:
 
     # --- producers (any thread; data and ordered closes under the connection's lock) ----
 
-    def put_data(self, frame: bytes) -> None:
+    def put_data(self, frame: bytes | SplitFrame) -> None:
         """Queue a data frame (already counted in :attr:`budget` by the caller)."""
         self._queue.put(frame)
 
@@ -434,6 +435,11 @@ class Writer:
                 data_items += 1
                 if close is None:
                     bufs.append(item)
+            elif type(item) is SplitFrame:
+                data_bytes += len(item)
+                data_items += 1
+                if close is None:
+                    bufs += (item.header, item.payload)
             elif item is _END:
                 end = True
             elif type(item) is CloseItem and close is None:
