@@ -770,6 +770,18 @@ def test_check_builds_a_whole_frame_masked_per_role(role, kind, size):
         assert summary([event]) == [("message", kind, data, size)]
 
 
+def test_a_long_bytearray_is_copied_into_its_frame_not_kept():
+    # The writer sends later, from its own thread: a payload the caller may
+    # still change must be copied when the message is queued.
+    data = bytearray(70_000)
+    frame = make("server").check(MessageType.BINARY, data)
+    assert type(frame) is bytes
+    data[:3] = b"abc"
+    assert parse_frame(frame)[2] == bytes(70_000)
+    kept = make("server").check(MessageType.BINARY, bytes(70_000))
+    assert type(kept) is SplitFrame and len(kept) == 70_000 + 10
+
+
 def test_check_accepts_bytes_like_and_utf8_bytes_for_text(role):
     proto = make(role)
     assert parse_frame(proto.check(MessageType.TEXT, "é".encode()))[2] == "é".encode()
