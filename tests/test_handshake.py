@@ -101,6 +101,14 @@ def test_header_injection_is_refused():
         handshake.build_response(handshake.Accepted("x", None), [("Set-Cookie", "a=b\r\nEvil: yes")])
 
 
+@pytest.mark.parametrize("header", [("X Bad", "v"), ("X:Y", "v"), ("X", "a\x01b"), ("X", "caf\u00e9\u20ac")])
+def test_a_response_header_that_cannot_be_sent_is_a_value_error(header):
+    with pytest.raises(ValueError):
+        handshake.build_response(handshake.Accepted("x", None), [header])
+    response = handshake.build_response(handshake.Accepted("x", None), [("Set-Cookie", "a=b; Path=/"), ("X", "caf\u00e9")])
+    assert b"Set-Cookie: a=b; Path=/\r\n" in response and b"X: caf\xe9\r\n" in response
+
+
 def test_parse_url():
     target = handshake.parse_url("wss://example.com/chat?room=1")
     assert (target.secure, target.host, target.port, target.resource, target.host_header) == (

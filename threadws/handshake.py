@@ -226,7 +226,12 @@ def check_request(
 
 
 def build_response(accepted: Accepted, extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
-    """The ``101 Switching Protocols`` response for an accepted request (always HTTP/1.1)."""
+    """The ``101 Switching Protocols`` response for an accepted request (always HTTP/1.1).
+
+    Raises:
+        ValueError: an extra header whose name isn't a token or whose value
+            has a control character or can't be sent as ISO-8859-1.
+    """
     headers = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -236,7 +241,9 @@ def build_response(accepted: Accepted, extra_headers: Iterable[tuple[str, str]] 
         headers.append(("Sec-WebSocket-Protocol", accepted.subprotocol))
     if accepted.extensions is not None:
         headers.append(("Sec-WebSocket-Extensions", accepted.extensions))
-    headers.extend(extra_headers)
+    for name, value in extra_headers:
+        check_header(name, value)  # ValueError now, before the socket is taken over
+        headers.append((name, value))
     return f"HTTP/1.1 101 Switching Protocols\r\n{_format_headers(headers)}\r\n".encode("latin-1")
 
 

@@ -130,6 +130,9 @@ class Upgrader:
                 and the error is logged.
             RuntimeError: the request came over an ``ssl.SSLSocket`` (see
                 above); nothing has been sent.
+            ValueError: a header in *response_headers* can't be sent (its
+                name isn't a token, or its value has a control character);
+                nothing has been sent.
         """
         handler = request_handler
         sock: Any = handler.connection
@@ -270,6 +273,8 @@ class Upgrader:
             RuntimeError: the server does not give up its socket (waitress,
                 wsgiref, uWSGI, ...) or the request came over TLS; the message
                 names the servers that work. Nothing has been sent.
+            ValueError: a header in *response_headers* can't be sent;
+                nothing has been sent.
         """
         sock = wsgi.server_socket(environ)
         headers = wsgi.environ_headers(environ)
