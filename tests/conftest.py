@@ -18,19 +18,35 @@ from wsproto.events import CloseConnection, Event
 import threadws
 from threadws.connection import Settings
 
+from .polling import wait_until  # noqa: F401 (the tests import it from here)
 from .redis_server import RedisServer
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
-    """Poll *predicate* until it returns something truthy; fail the test at *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        threading.Event().wait(interval)  # a bounded poll step, not a stand-in for a condition
+#: An opening handshake request to send by hand (``.format(host=..., extra=...)``;
+#: *extra* is more header lines, each ending in CRLF).
+REQUEST = (
+    "GET /chat HTTP/1.1\r\n"
+    "Host: {host}\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "{extra}\r\n"
+)
+
+
+def recv_head(sock: socket.socket, step: int = 4096) -> bytes:
+    """Read until an HTTP head's blank line has arrived (or EOF): everything read.
+
+    *step* 1 reads nothing past the head, leaving what follows on the socket.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(step)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def open_fds() -> int:

@@ -14,8 +14,9 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from .polling import poll
 
 REDIS_SERVER = "redis-server"
 START_TIMEOUT = 10.0
@@ -62,12 +63,11 @@ class RedisServer:
                  "--dir", str(self.dir), "--daemonize", "no"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _pong(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()[-2000:]}")
-            time.sleep(0.02)  # a bounded poll for the server to listen
+        proc = self.proc
+        # Until it answers PING, or exits.
+        if not poll(lambda: proc.poll() is not None or _pong(self.port), START_TIMEOUT) or proc.poll() is not None:
+            self.kill()
+            raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()[-2000:]}")
 
     def kill(self) -> None:
         """Stop it at once (SIGKILL): its clients see their connections reset."""
@@ -82,10 +82,8 @@ class RedisServer:
         """SIGSTOP: connections stay open and nothing is answered (a host gone silent)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
-        deadline = time.monotonic() + START_TIMEOUT
-        while self._state() != "T":  # the signal is delivered asynchronously
-            assert time.monotonic() < deadline, f"redis-server not stopped: state {self._state()}"
-            time.sleep(0.01)
+        # The signal is delivered asynchronously.
+        assert poll(lambda: self._state() == "T", START_TIMEOUT), f"redis-server not stopped: state {self._state()}"
 
     def _state(self) -> str:
         assert self.proc is not None

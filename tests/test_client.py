@@ -19,7 +19,7 @@ import trustme
 import threadws
 from threadws import HandshakeError
 
-from .conftest import start_server, stop_server, url_of, wait_until
+from .conftest import recv_head, start_server, stop_server, url_of, wait_until
 
 
 class RawServer:
@@ -36,12 +36,9 @@ class RawServer:
         sock, _ = self.listener.accept()
         with sock:
             sock.settimeout(5)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
+            data = recv_head(sock)
+            if b"\r\n\r\n" not in data:
+                return  # the client gave up before its request was whole
             self.request = data
             self.answer(sock)
 

@@ -17,7 +17,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 import threadws
 from threadws import CloseCode, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, MessageType
 
-from .conftest import ROLES, Peer, frame, wait_until
+from .conftest import ROLES, Peer, wait_until
 
 pytestmark = pytest.mark.parametrize("role", ROLES)
 

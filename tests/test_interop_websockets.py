@@ -49,6 +49,7 @@ from websockets.sync.server import serve as sync_serve
 import threadws
 from threadws import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, MessageType
 
+from .polling import poll
 from .tls_tools import Certificates
 
 pytestmark = pytest.mark.interop
@@ -119,12 +120,7 @@ def ws_wait_closed(ws: Any, timeout: float = T) -> bool:
         return bool(wait_closed(timeout))
     from websockets.protocol import State
 
-    deadline = time.monotonic() + timeout
-    while ws.protocol.state is not State.CLOSED:
-        if time.monotonic() > deadline:
-            return False
-        threading.Event().wait(0.01)  # a bounded poll step
-    return True
+    return bool(poll(lambda: ws.protocol.state is State.CLOSED, timeout))
 
 
 def ws_close(close: Any) -> tuple[int, str] | None:

@@ -10,7 +10,7 @@ import pytest
 
 import threadws
 
-from .conftest import Peer, open_fds, start_server, stop_server, url_of, wait_until
+from .conftest import Peer, open_fds, recv_head, start_server, stop_server, url_of, wait_until
 
 PER_WAY = 25
 
@@ -36,12 +36,7 @@ def handshake(port: int, path: str, extra: str = "") -> socket.socket:
             f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         ).encode()
     )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        head += chunk
+    recv_head(sock, 1)  # the frames after it are the test's to read
     return sock
 
 

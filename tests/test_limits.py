@@ -26,20 +26,10 @@ from threadws import HandshakeError
 from threadws._http import check_request_start, parse_fields
 from threadws.settings import ServerLimits
 
-from .conftest import start_server, stop_server, url_of, wait_until
+from .conftest import REQUEST, recv_head, start_server, stop_server, url_of, wait_until
 from .tls_tools import make_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
-
-REQUEST = (
-    "GET /chat HTTP/1.1\r\n"
-    "Host: {host}\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n"
-    "{extra}\r\n"
-)
 
 #: The first bytes of a real TLS 1.3 ClientHello (record header, handshake header, version, random).
 CLIENT_HELLO = bytes.fromhex("16030100f8010000f40303") + os.urandom(32)
@@ -68,13 +58,7 @@ def response_head(address: tuple[str, int], data: bytes, timeout: float = 10.0) 
     """Send *data*; return the response head (up to its blank line), then close."""
     with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall(data)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-        return head
+        return recv_head(sock)
 
 
 def status_of(response: bytes) -> int:
@@ -504,12 +488,8 @@ def test_out_of_file_descriptors_the_accept_loop_backs_off(limited_server):
         # first. A loop retrying at once would be in the thousands by now.
         assert failures < 12, failures
         assert server.command("unlimit") == "ok"
-        head = b""
-        while b"\r\n\r\n" not in head:  # then it is served, as if nothing had happened
-            chunk = sock.recv(4096)
-            assert chunk, head
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101 ")
+        head = recv_head(sock)  # then it is served, as if nothing had happened
+        assert head.startswith(b"HTTP/1.1 101 "), head
     log = server.finish()
     assert log.count("can't accept connections") == 1, log
 

@@ -16,17 +16,7 @@ import pytest
 import threadws
 from threadws import CloseCode, ConnectionClosedError, ConnectionClosedOK, HandshakeError, MessageType
 
-from .conftest import start_server, stop_server, url_of, wait_until
-
-REQUEST = (
-    "GET /chat HTTP/1.1\r\n"
-    "Host: {host}\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n"
-    "{extra}\r\n"
-)
+from .conftest import REQUEST, recv_head, start_server, stop_server, url_of, wait_until
 
 
 def raw_request(server: threadws.Server, data: bytes, timeout: float = 5.0) -> bytes:
@@ -238,9 +228,7 @@ def test_upgrade_in_http_server_hijacks_the_socket(stdlib_server):
     request = REQUEST.format(host=f"{host}:{port}", extra="").encode() + frame(1, b"early bird")
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.sendall(request)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
+        head = recv_head(sock, 1)  # (the frame after it is the server's to read)
         assert head.startswith(b"HTTP/1.1 101 ")
         assert b"X-Hello: there\r\n" in head
         conn = _Handler.conns.get(timeout=5)

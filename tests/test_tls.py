@@ -28,7 +28,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import serve as ws_serve
 from wsproto import WSConnection
 from wsproto.connection import ConnectionType
-from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Request
 
 import threadws
 from threadws import ConnectionClosed, ConnectionClosedOK

@@ -28,7 +28,7 @@ from threadws import CloseCode, handshake
 from threadws.exceptions import HandshakeError
 from threadws.wsgi import environ_headers
 
-from .conftest import frame
+from .conftest import frame, recv_head
 from .tls_tools import Certificates
 
 pytest.importorskip("flask")
@@ -386,11 +386,8 @@ def test_the_client_receives_nothing_but_the_101_and_frames(server: RunningServe
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(_upgrade_request(server.port, "/handoff"))
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed; got {data!r}"
-            data += chunk
+        data = recv_head(sock, 65536)
+        assert b"\r\n\r\n" in data, f"connection closed; got {data!r}"
         head, _, rest = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
         ws = Connection(ConnectionType.CLIENT)

@@ -35,8 +35,9 @@ import ssl
 import struct
 import subprocess
 import threading
-import time
 import urllib.parse
+
+from ..polling import poll
 
 __all__ = [
     "HERE",
@@ -439,22 +440,18 @@ def start_fuzzingserver(
         )
     finally:
         log.close()  # the child holds its own descriptor
-    deadline = time.monotonic() + startup_timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"wstest fuzzingserver exited {proc.returncode} at startup; log {log_path}:\n"
-                + _tail(log_path)
-            )
-        if _port_open(host, port):
-            break
-        if time.monotonic() >= deadline:
-            _kill_group(proc)
-            raise RuntimeError(
-                f"wstest fuzzingserver not listening on {host}:{port} after "
-                f"{startup_timeout}s; log {log_path}:\n" + _tail(log_path)
-            )
-        time.sleep(0.05)  # poll interval, bounded by the deadline above
+    # Until it listens, or exits.
+    listening = poll(lambda: proc.poll() is not None or _port_open(host, port), startup_timeout, 0.05)
+    if proc.poll() is not None:
+        raise RuntimeError(
+            f"wstest fuzzingserver exited {proc.returncode} at startup; log {log_path}:\n" + _tail(log_path)
+        )
+    if not listening:
+        _kill_group(proc)
+        raise RuntimeError(
+            f"wstest fuzzingserver not listening on {host}:{port} after "
+            f"{startup_timeout}s; log {log_path}:\n" + _tail(log_path)
+        )
     m = re.search(r"^Ok, will run (\d+) test cases", _tail(log_path, n=10**6), re.M)
     return FuzzingServer(proc, url, port, outdir, log_path, spec_path,
                          int(m.group(1)) if m else None, context)

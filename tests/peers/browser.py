@@ -27,10 +27,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from ..polling import poll as poll_until
 
 __all__ = [
     "CHROMEDRIVER",
@@ -203,27 +204,29 @@ class Browser:
         raises :class:`TimeoutError` with the last value/error and the tail of
         the page's console log.
         """
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        last_err: str | None = None
         from selenium.common.exceptions import JavascriptException
 
-        while True:
+        last: Any = None
+        last_err: str | None = None
+
+        def check() -> Any:
+            nonlocal last, last_err
             try:
-                last = self.evaluate(js_expr)
-                last_err = None
-                if last:
-                    return last
+                last, last_err = self.evaluate(js_expr), None
             except JavascriptException as exc:
                 last_err = exc.msg
-            if time.monotonic() >= deadline:
-                tail = self.console_log()[-20:]
-                raise TimeoutError(
-                    f"`{js_expr}` not truthy after {timeout}s (last value {last!r}"
-                    + (f", last error {last_err!r}" if last_err else "")
-                    + f"); console: {tail!r}"
-                )
-            time.sleep(poll)
+                return None
+            return last
+
+        value = poll_until(check, timeout, poll)
+        if value:
+            return value
+        tail = self.console_log()[-20:]
+        raise TimeoutError(
+            f"`{js_expr}` not truthy after {timeout}s (last value {last!r}"
+            + (f", last error {last_err!r}" if last_err else "")
+            + f"); console: {tail!r}"
+        )
 
     # -- windows --------------------------------------------------------------
     @property
@@ -282,11 +285,12 @@ class Browser:
         try:
             self.driver.quit()
         finally:
-            for _ in range(20):
+            # Chromium's last child processes may still write to the profile for a moment.
+            def removed() -> bool:
                 shutil.rmtree(self.tmp_root, ignore_errors=True)
-                if not self.tmp_root.exists():
-                    break
-                time.sleep(0.1)
+                return not self.tmp_root.exists()
+
+            poll_until(removed, 2.0, 0.1)
 
     def __enter__(self) -> Browser:
         return self
