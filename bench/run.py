@@ -718,6 +718,13 @@ def write_report(res: dict, info: dict, cfg: dict, path: Path, elapsed: float) -
     if "backplane" in res:
         L.append(f"## {SCENARIOS['backplane']}\n")
         L.extend(backplane_bench.markdown(res["backplane"]))
+
+    if info.get("notes"):
+        # Said by hand in RESULTS.json ("machine" -> "notes"): where a section came from a later
+        # run merged in, so that --rerender keeps it.
+        L.append("## Notes on this report\n")
+        L.extend(f"* {note}" for note in info["notes"])
+        L.append("")
     path.write_text("\n".join(L))
 
 
