@@ -333,3 +333,27 @@ def test_policy_block_times_out(pair, role):
     with pytest.raises(ValueError):
         conn.set_write_policy("explode")
     conn.abort()
+
+
+def test_try_send_never_waits_behind_a_stream_that_is_just_starting(pair, role):
+    # A MessageWriter takes the message lock first and says it streams just
+    # after: a try_send that looked in between must still give up, not wait
+    # for the whole streamed message.
+    conn, peer = pair(role)
+    outbox = conn._outbox
+    assert outbox._msg_lock.acquire(timeout=5)  # the stream's first step
+    results: list[bool] = []
+    trying = threading.Thread(target=lambda: results.append(conn.try_send("not now")))
+    trying.start()
+    try:
+        outbox._streaming = True  # the stream's second step
+        trying.join(5)
+        assert not trying.is_alive() and results == [False]
+    finally:
+        outbox._streaming = False
+        outbox._msg_lock.release()
+        trying.join(5)
+    assert conn.try_send("now") is True
+    event = peer.next_event()
+    assert isinstance(event, TextMessage) and event.data == "now"
+    conn.abort()

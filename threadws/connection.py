@@ -306,7 +306,7 @@ class Conn:
             TypeError, ValueError: wrong type for *message_type* or *data*, invalid UTF-8.
         """
         message = self._protocol.check(message_type, data)
-        return self._write(message, None, timeout, self._outbox.policy, MessageType(message_type), data, compress)
+        return self._write(message, None, timeout, self._outbox.policy, message_type, data, compress)
 
     def send(self, data: Data, timeout: float | None = None) -> bool:
         """Send a ``str`` as a text message or bytes-like data as a binary one.
@@ -399,7 +399,7 @@ class Conn:
         prepared: PreparedMessage | None,
         timeout: float | None,
         policy: str,
-        kind: MessageType,
+        kind: MessageType | int,
         data: Any,
         compress: bool = True,
     ) -> bool:
@@ -409,7 +409,7 @@ class Conn:
             self._fail(self._outbox.full_close_code, "send queue full", "send queue full: the peer reads too slowly")
             raise self._outbox.closed()
         if self._debug and queued:
-            self._trace(">", kind.name, data)
+            self._trace(">", MessageType(kind).name, data)
         return queued
 
     def _send_fragment(self, text: bool, data: Any, final: bool, timeout: float | None) -> None:
@@ -816,7 +816,7 @@ class Conn:
                     if self._debug:
                         self._trace_received(event)  # type: ignore[arg-type]
                     if self._idle:
-                        self._timers.last_data = _monotonic()
+                        self._timers.last_data = self._timers.last_recv  # stamped for this read
                     if inbox.put(event):  # type: ignore[arg-type]
                         lock.release()
                         try:

@@ -113,7 +113,7 @@ class Inbox:
             self._read_lock.acquire()
         else:
             deadline = _monotonic() + timeout
-            self._acquire(deadline, timeout)
+            self._acquire(timeout)
         try:
             if self._current is not None:
                 self._discard_current()
@@ -134,7 +134,7 @@ class Inbox:
     def next_reader(self, timeout: float | None) -> tuple[MessageType, MessageReader]:
         """The next message as a stream (see :meth:`threadws.Conn.next_reader`)."""
         deadline = None if timeout is None else _monotonic() + timeout
-        self._acquire(deadline, timeout)
+        self._acquire(timeout)
         try:
             self._discard_current()
             if self._partial:  # left by a read_message that timed out
@@ -155,7 +155,7 @@ class Inbox:
 
     def next_chunk(self, state: StreamState) -> bytes:
         """The streamed message's next chunk (for its MessageReader); b"" once it was discarded."""
-        self._acquire(None, None)
+        self._acquire(None)
         try:
             if state.discarded or self._current is not state:
                 state.done = True
@@ -172,9 +172,9 @@ class Inbox:
         finally:
             self._read_lock.release()
 
-    def _acquire(self, deadline: float | None, timeout: float | None) -> None:
-        wait = -1 if deadline is None else max(0.0, deadline - _monotonic())
-        if not self._read_lock.acquire(timeout=wait):
+    def _acquire(self, timeout: float | None) -> None:
+        # Called as the deadline is set: the time left is *timeout*.
+        if not self._read_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             raise TimeoutError(f"no message within {timeout} s")
 
     def _next_item(self, deadline: float | None, timeout: float | None = None) -> Any:

@@ -35,6 +35,8 @@ from .writer import CloseItem, ControlItem, Timers, Writer
 __all__ = ["Outbox"]
 
 _monotonic = time.monotonic
+#: Seconds between two looks for a stream while waiting for the message lock without blocking.
+_FRAMING_STEP = 0.001
 
 WRITE_POLICIES = ("block", "raise", "drop", "close")
 
@@ -106,6 +108,8 @@ class Outbox:
             raise self.closed()
         budget = self._writer.budget
         if policy == "block":
+            # One deadline for the room and the message lock together.
+            deadline = None if timeout is None else _monotonic() + timeout
             if not budget.wait_room(timeout):
                 raise TimeoutError(f"send queue still full after {timeout} s")
         elif not budget.wait_room(0):
@@ -116,14 +120,11 @@ class Outbox:
             return None
         msg_lock = self._msg_lock
         if policy == "block":
-            if timeout is None:
+            if deadline is None:
                 msg_lock.acquire()
-            elif not msg_lock.acquire(timeout=timeout):
+            elif not msg_lock.acquire(timeout=max(0.0, deadline - _monotonic())):
                 raise TimeoutError(f"another message was still being written after {timeout} s")
-        # The message lock is only ever held for long by a MessageWriter: then
-        # a call that must not block reports a full queue; otherwise the wait
-        # is for another thread to finish framing one message.
-        elif not msg_lock.acquire(blocking=not self._streaming):
+        elif not self._lock_unless_streaming():
             if policy == "try" or policy == "drop":
                 return False
             raise queue.Full("another thread is streaming a message")
@@ -143,6 +144,20 @@ class Outbox:
                 self._writer.put_data(frame)
         finally:
             msg_lock.release()
+        return True
+
+    def _lock_unless_streaming(self) -> bool:
+        """Take the message lock, or give up (False) once a MessageWriter is seen to hold it.
+
+        Another whole message holds it only while it is framed; a stream may
+        take it at any moment and keep it for long, so the wait is in short
+        steps, looking for a stream after each (a call that must not block
+        never waits behind a whole streamed message).
+        """
+        msg_lock = self._msg_lock
+        while not msg_lock.acquire(timeout=0 if self._streaming else _FRAMING_STEP):
+            if self._streaming:
+                return False
         return True
 
     def start_stream(self, timeout: float | None) -> None:

@@ -429,6 +429,8 @@ class Protocol:
         """``data[start:stop]``, the next payload bytes of the long plain frame in progress."""
         k = stop - start
         left = self._long_left = self._long_left - k
+        if not k and left:
+            return None  # nothing arrived of it yet
         key = self._long_key
         if key is None:
             payload = bytes(data[start:stop])
@@ -440,8 +442,6 @@ class Protocol:
                 payload = unmask(data[start:stop], key)
             self._long_key = rotate(key, k)
         fin = not left
-        if not k and not fin:
-            return None
         chunk: Data = payload
         decoder = self._long_decoder
         if decoder is not None:

@@ -430,16 +430,15 @@ class Writer:
                 ping = True
         end = False
         for item in batch:
-            if type(item) is bytes:
+            kind = type(item)
+            if kind is bytes or kind is SplitFrame:
                 data_bytes += len(item)
                 data_items += 1
                 if close is None:
-                    bufs.append(item)
-            elif type(item) is SplitFrame:
-                data_bytes += len(item)
-                data_items += 1
-                if close is None:
-                    bufs += (item.header, item.payload)
+                    if kind is bytes:
+                        bufs.append(item)
+                    else:
+                        bufs += (item.header, item.payload)
             elif item is _END:
                 end = True
             elif type(item) is CloseItem and close is None:
