@@ -317,10 +317,13 @@ class Protocol:
             masked = b1 & 0x80
             n = b1 & 0x7F
             j = i + 2
+            # A whole data frame, masked as this side expects, outside a wsproto message: ours if
+            # its length is canonical and within the read limit.
+            ours = fast and (b0 == FIN_TEXT or b0 == FIN_BINARY) and masked == mask_bit and not self._ws_mid
             if n >= 126:
                 size = 2 if n == 126 else 8
                 if end - j < size:
-                    if fast and (b0 == FIN_TEXT or b0 == FIN_BINARY) and masked == mask_bit and not self._ws_mid:
+                    if ours:
                         self._pending = bytes(data[i:])  # may be ours: wait for the length
                         return
                     break  # wsproto's: hand it over now, so a bad header fails on its first byte
@@ -330,14 +333,7 @@ class Protocol:
             else:
                 canonical = True
             stop = j + (4 if masked else 0) + n
-            if (
-                fast
-                and (b0 == FIN_TEXT or b0 == FIN_BINARY)
-                and masked == mask_bit
-                and canonical
-                and not self._ws_mid
-                and n <= self._read_limit
-            ):
+            if ours and canonical and n <= self._read_limit:
                 if masked:
                     if end - j < 4:
                         self._pending = bytes(data[i:])
